@@ -1,0 +1,239 @@
+//! Matrix products on `matrixmultiply::sgemm` with strided operands: transposed or
+//! narrowed inputs are passed by their strides, never copied. Batch axes broadcast
+//! (NumPy rules). Backward accumulates into the gradient buffers (beta = 1) where a
+//! batch axis was broadcast, so `dW += xᵀ·dy` needs no temporary.
+
+use crate::autograd::Backward;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::{Shape, broadcast_shape};
+use crate::tensor::Tensor;
+
+/// Whether a gemm overwrites its output or adds to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accum {
+    Replace,
+    Add,
+}
+
+/// A strided matrix view into a slice.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `c = a·b` (Replace) or `c += a·b` (Add) for an `m×n` block of `c` at `c_off` with
+/// strides `(c_rs, c_cs)`.
+pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], c_off: usize, c_rs: usize, c_cs: usize, accum: Accum) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k, "gemm: {m}x{k} * {}x{n}", b.rows);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c_end = c_off + (m - 1) * c_rs + (n - 1) * c_cs;
+    assert!(c_end < c.len(), "gemm: output block out of bounds");
+    if k == 0 {
+        if accum == Accum::Replace {
+            for i in 0..m {
+                for j in 0..n {
+                    c[c_off + i * c_rs + j * c_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: lhs out of bounds");
+    assert!(b.offset + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm: rhs out of bounds");
+    let beta = if accum == Accum::Add { 1.0 } else { 0.0 };
+    // SAFETY: the asserts above bound every element the three strided views touch.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr().add(a.offset),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr().add(c_off),
+            c_rs as isize,
+            c_cs as isize,
+        );
+    }
+}
+
+/// If the axes `dims` (with `strides`) can be walked as a single axis, its stride.
+fn merged_stride(dims: &[usize], strides: &[usize]) -> Option<usize> {
+    let pairs: Vec<(usize, usize)> =
+        dims.iter().copied().zip(strides.iter().copied()).filter(|(d, _)| *d != 1).collect();
+    match pairs.len() {
+        0 => Some(0),
+        _ => {
+            for w in pairs.windows(2) {
+                if w[0].1 != w[1].0 * w[1].1 {
+                    return None;
+                }
+            }
+            Some(pairs.last().unwrap().1)
+        }
+    }
+}
+
+/// `out[batch] (+)= lhs[batch] · rhs[batch]` where `out` has `out_batch` leading axes
+/// (broadcast from the full batch `batch`; a size-1 / missing output batch axis
+/// accumulates). `lhs`, `rhs` are already broadcast to `batch` + their matrix dims.
+fn batched_gemm(
+    lhs: &Tensor,
+    l: &Layout,
+    rhs: &Tensor,
+    r: &Layout,
+    batch: &[usize],
+    out: &mut [f32],
+    out_layout: &Layout,
+) {
+    let nb = batch.len();
+    let (m, k) = (l.dims()[nb], l.dims()[nb + 1]);
+    let n = r.dims()[nb + 1];
+    let (ls, rs, os) = (&l.strides, &r.strides, &out_layout.strides);
+    let (ld, rd, od) = (lhs.storage.cpu(), rhs.storage.cpu(), out);
+    let accum = if os[..nb].contains(&0) && batch.iter().zip(&os[..nb]).any(|(&d, &s)| d > 1 && s == 0) {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    // Fold the batch into M when the rhs is shared across it and lhs/out rows merge.
+    if nb > 0 && rs[..nb].iter().zip(batch).all(|(&s, &d)| s == 0 || d == 1) {
+        let lm: Vec<usize> = batch.iter().copied().chain([m]).collect();
+        let lstr: Vec<usize> = ls[..=nb].to_vec();
+        let ostr: Vec<usize> = os[..=nb].to_vec();
+        if let (Some(lrs), Some(ors)) = (merged_stride(&lm, &lstr), merged_stride(&lm, &ostr))
+            && !ostr[..nb].contains(&0)
+        {
+            let mm = lm.iter().product();
+            let a = MatRef { data: ld, offset: l.offset, rows: mm, cols: k, rs: lrs.max(1), cs: ls[nb + 1] };
+            let b = MatRef { data: rd, offset: r.offset, rows: k, cols: n, rs: rs[nb], cs: rs[nb + 1] };
+            gemm(a, b, od, out_layout.offset, ors.max(1), os[nb + 1], Accum::Replace);
+            return;
+        }
+    }
+    // Fold the batch into K when the output is shared across it (weight gradients).
+    if nb > 0 && os[..nb].iter().zip(batch).all(|(&s, &d)| s == 0 || d == 1) {
+        let kk: Vec<usize> = batch.iter().copied().chain([k]).collect();
+        let lk: Vec<usize> = ls[..nb].iter().copied().chain([ls[nb + 1]]).collect();
+        let rk: Vec<usize> = rs[..nb].iter().copied().chain([rs[nb]]).collect();
+        if let (Some(lcs), Some(rrs)) = (merged_stride(&kk, &lk), merged_stride(&kk, &rk)) {
+            let kt = kk.iter().product();
+            let a = MatRef { data: ld, offset: l.offset, rows: m, cols: kt, rs: ls[nb], cs: lcs.max(1) };
+            let b = MatRef { data: rd, offset: r.offset, rows: kt, cols: n, rs: rrs.max(1), cs: rs[nb + 1] };
+            gemm(a, b, od, out_layout.offset, os[nb], os[nb + 1], Accum::Replace);
+            return;
+        }
+    }
+    let total: usize = batch.iter().product();
+    let mut idx = vec![0usize; nb];
+    for _ in 0..total {
+        let off = |s: &[usize], base: usize| base + idx.iter().zip(s).map(|(i, s)| i * s).sum::<usize>();
+        let a = MatRef { data: ld, offset: off(ls, l.offset), rows: m, cols: k, rs: ls[nb], cs: ls[nb + 1] };
+        let b = MatRef { data: rd, offset: off(rs, r.offset), rows: k, cols: n, rs: rs[nb], cs: rs[nb + 1] };
+        gemm(a, b, od, off(os, out_layout.offset), os[nb], os[nb + 1], accum);
+        for ax in (0..nb).rev() {
+            idx[ax] += 1;
+            if idx[ax] < batch[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// `lhs · rhs` with the batch of the result reduced (summed) to `out_shape`'s batch.
+fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[usize]) -> Result<(Vec<f32>, Shape)> {
+    let (ls, rs) = (lhs.shape(), rhs.shape());
+    let err = |detail: String| Error::MatMul { op, lhs: lhs.shape_obj().clone(), rhs: rhs.shape_obj().clone(), detail };
+    if ls.len() < 2 || rs.len() < 2 {
+        return Err(err("both operands need at least 2 axes (use reshape for vectors)".into()));
+    }
+    let (m, k) = (ls[ls.len() - 2], ls[ls.len() - 1]);
+    let (k2, n) = (rs[rs.len() - 2], rs[rs.len() - 1]);
+    if k != k2 {
+        return Err(err(format!("inner dims differ ({k} != {k2})")));
+    }
+    let lb = Shape::from(&ls[..ls.len() - 2]);
+    let rb = Shape::from(&rs[..rs.len() - 2]);
+    let batch = broadcast_shape(op, &lb, &rb).map_err(|_| err(format!("batch dims {lb} and {rb} do not broadcast")))?;
+    let full = |mat: [usize; 2]| Shape(batch.dims().iter().copied().chain(mat).collect());
+    let l = lhs.layout.broadcast_to(op, &full([m, k]))?;
+    let r = rhs.layout.broadcast_to(op, &full([k, n]))?;
+    let out_shape = Shape(out_batch.iter().copied().chain([m, n]).collect());
+    let out_layout = Layout::contiguous(out_shape.clone()).broadcast_to(op, &full([m, n]))?;
+    let mut out = vec![0.0; out_shape.numel()];
+    batched_gemm(lhs, &l, rhs, &r, batch.dims(), &mut out, &out_layout);
+    Ok((out, out_shape))
+}
+
+struct MatMulBackward {
+    lhs: Option<Tensor>,
+    rhs: Option<Tensor>,
+    lhs_shape: Shape,
+    rhs_shape: Shape,
+}
+
+impl Backward for MatMulBackward {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let batch_of = |s: &Shape| s.dims()[..s.rank() - 2].to_vec();
+        let ga = if needs[0] {
+            let rhs_t = self.rhs.as_ref().expect("rhs saved").t()?;
+            let (d, s) = matmul_into_shape("matmul backward", g, &rhs_t, &batch_of(&self.lhs_shape))?;
+            Some(Tensor::from_parts(d, s))
+        } else {
+            None
+        };
+        let gb = if needs[1] {
+            let lhs_t = self.lhs.as_ref().expect("lhs saved").t()?;
+            let (d, s) = matmul_into_shape("matmul backward", &lhs_t, g, &batch_of(&self.rhs_shape))?;
+            Some(Tensor::from_parts(d, s))
+        } else {
+            None
+        };
+        // The gradient's batch has the operand's rank only when it was not broadcast
+        // in from fewer axes; reshape handles the size-1 axes.
+        Ok(vec![
+            ga.map(|t| t.reshape(self.lhs_shape.dims())).transpose()?,
+            gb.map(|t| t.reshape(self.rhs_shape.dims())).transpose()?,
+        ])
+    }
+}
+
+impl Tensor {
+    /// Matrix product over the last two axes; leading (batch) axes broadcast.
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (ls, rs) = (self.shape(), rhs.shape());
+        let batch = if ls.len() >= 2 && rs.len() >= 2 {
+            broadcast_shape("matmul", &Shape::from(&ls[..ls.len() - 2]), &Shape::from(&rs[..rs.len() - 2]))
+                .map(|s| s.0)
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let (out, shape) = matmul_into_shape("matmul", self, rhs, &batch)?;
+        let (need_l, need_r) = (self.requires_grad(), rhs.requires_grad());
+        Ok(Tensor::from_op(out, shape, &[self, rhs], || MatMulBackward {
+            lhs: need_r.then(|| self.detach()),
+            rhs: need_l.then(|| rhs.detach()),
+            lhs_shape: self.shape_obj().clone(),
+            rhs_shape: rhs.shape_obj().clone(),
+        }))
+    }
+}

@@ -1,0 +1,8 @@
+//! Ops, one file per family; each file holds forward kernels and backward rules side
+//! by side. Kernels work on slices and layouts and never see the graph; the `impl
+//! Tensor` blocks in each file validate, call the kernel and record the backward rule.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+pub mod view;
