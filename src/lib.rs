@@ -16,10 +16,12 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod autograd;
+pub mod cpu;
 pub mod error;
 pub mod init;
 pub mod layout;
 pub mod ops;
+pub mod profile;
 pub mod rng;
 pub mod shape;
 pub mod storage;

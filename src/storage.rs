@@ -37,3 +37,11 @@ impl Storage {
         self.len() == 0
     }
 }
+
+/// A buffer of `n` elements whose contents the caller overwrites entirely (kernels
+/// that write every output element). Today a fresh zeroed vector; the hook where a
+/// buffer pool plugs in.
+#[inline]
+pub fn buffer(n: usize) -> Vec<f32> {
+    vec![0.0; n]
+}

@@ -63,7 +63,10 @@ impl Tensor {
                 continue;
             };
             let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-            let input_grads = op.backward(&g, &needs)?;
+            let input_grads = {
+                let _p = crate::profile::bwd(op.name());
+                op.backward(&g, &needs)?
+            };
             drop(g);
             for (i, (parent, ig)) in node.parents.iter().zip(input_grads).enumerate() {
                 let (Some(parent), Some(ig)) = (parent, ig) else { continue };

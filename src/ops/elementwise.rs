@@ -2,6 +2,7 @@
 //! comparisons. Forward kernels work on slices; backward rules sit beside them.
 
 use crate::autograd::Backward;
+use crate::cpu::{par, simd};
 use crate::error::Result;
 use crate::layout::for_each_row;
 use crate::shape::{Shape, broadcast_shape};
@@ -77,6 +78,13 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// Sigmoid on 8 lanes: `0.5 * (1 + tanh(x / 2))` is exact in form and saturates cleanly.
+#[inline(always)]
+fn sigmoid8(x: wide::f32x8) -> wide::f32x8 {
+    let half = wide::f32x8::splat(0.5);
+    half + half * (x * half).tanh()
+}
+
 #[inline(always)]
 fn softplus(x: f32) -> f32 {
     // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|)
@@ -120,8 +128,9 @@ impl Unary {
     }
 
     /// Forward over a slice. The match sits outside the loop so each arm is its own
-    /// tight (auto-vectorisable) loop.
+    /// tight loop; transcendental arms use `wide::f32x8` (8 lanes, scalar tail).
     pub fn forward_slice(&self, x: &[f32], out: &mut [f32]) {
+        use wide::f32x8;
         debug_assert_eq!(x.len(), out.len());
         #[inline(always)]
         fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
@@ -129,20 +138,30 @@ impl Unary {
                 *o = f(v);
             }
         }
+        let zero = f32x8::ZERO;
+        let one = f32x8::ONE;
         match *self {
             Unary::Neg => map(x, out, |v| -v),
-            Unary::Exp => map(x, out, f32::exp),
-            Unary::Log => map(x, out, f32::ln),
+            Unary::Exp => simd::map1(x, out, |v| v.exp(), f32::exp),
+            Unary::Log => simd::map1(x, out, |v| v.ln(), f32::ln),
             Unary::Sqrt => map(x, out, f32::sqrt),
             Unary::Recip => map(x, out, |v| 1.0 / v),
             Unary::Abs => map(x, out, f32::abs),
             Unary::Relu => map(x, out, |v| if v > 0.0 { v } else { 0.0 }),
             Unary::GeluErf => map(x, out, |v| 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2))),
-            Unary::GeluTanh => map(x, out, |v| 0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)).tanh())),
-            Unary::Silu => map(x, out, |v| v * sigmoid(v)),
-            Unary::Sigmoid => map(x, out, sigmoid),
-            Unary::Softplus => map(x, out, softplus),
-            Unary::Tanh => map(x, out, f32::tanh),
+            Unary::GeluTanh => simd::map1(
+                x,
+                out,
+                |v| {
+                    let u = f32x8::splat(SQRT_2_OVER_PI) * (v + f32x8::splat(0.044715) * v * v * v);
+                    f32x8::splat(0.5) * v * (one + u.tanh())
+                },
+                |v| 0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)).tanh()),
+            ),
+            Unary::Silu => simd::map1(x, out, |v| v * sigmoid8(v), |v| v * sigmoid(v)),
+            Unary::Sigmoid => simd::map1(x, out, sigmoid8, sigmoid),
+            Unary::Softplus => simd::map1(x, out, |v| v.max(zero) + (-v.abs()).exp().ln_1p(), softplus),
+            Unary::Tanh => simd::map1(x, out, |v| v.tanh(), f32::tanh),
             Unary::Square => map(x, out, |v| v * v),
             Unary::Powf(p) => map(x, out, |v| v.powf(p)),
             Unary::Clamp(lo, hi) => map(x, out, |v| v.max(lo).min(hi)),
@@ -225,11 +244,16 @@ impl Backward for UnaryBackward {
     }
     fn backward(&self, grad: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let g = grad.contiguous_data();
-        let mut out = vec![0.0; g.len()];
-        match &self.saved {
-            Some(s) => self.op.backward_slice(&s.contiguous_data(), &g, &mut out),
-            None => self.op.backward_slice(&[], &g, &mut out),
-        }
+        let mut out = crate::storage::buffer(g.len());
+        let saved = self.saved.as_ref().map(|s| s.contiguous_data());
+        let ch = par::ELEMWISE_CHUNK;
+        par::for_chunks_mut(&mut out, ch, par::ELEMWISE_MIN, |i, o| {
+            let r = i * ch..i * ch + o.len();
+            match &saved {
+                Some(s) => self.op.backward_slice(&s[r.clone()], &g[r], o),
+                None => self.op.backward_slice(&[], &g[r], o),
+            }
+        });
         Ok(vec![Some(Tensor::from_parts(out, grad.shape_obj().clone()))])
     }
 }
@@ -237,9 +261,11 @@ impl Backward for UnaryBackward {
 impl Tensor {
     /// Apply a unary op (the named methods below are shorthands).
     pub fn unary(&self, op: Unary) -> Tensor {
+        let _p = crate::profile::fwd(op.name());
         let x = self.contiguous_data();
-        let mut out = vec![0.0; x.len()];
-        op.forward_slice(&x, &mut out);
+        let mut out = crate::storage::buffer(x.len());
+        let ch = par::ELEMWISE_CHUNK;
+        par::for_chunks_mut(&mut out, ch, par::ELEMWISE_MIN, |i, o| op.forward_slice(&x[i * ch..i * ch + o.len()], o));
         drop(x);
         let shape = self.shape_obj().clone();
         let keep_out = op.saves() == Saves::Output;
@@ -377,14 +403,23 @@ fn b2f(b: bool) -> f32 {
 /// Compute `f(a, b)` over the broadcast shape `out_shape`, in row-major order.
 fn binary_kernel(a: &Tensor, b: &Tensor, out_shape: &Shape, op: Binary) -> Result<Vec<f32>> {
     #[inline(always)]
-    fn run(a: &Tensor, b: &Tensor, out_shape: &Shape, f: impl Fn(f32, f32) -> f32) -> Result<Vec<f32>> {
+    fn run(a: &Tensor, b: &Tensor, out_shape: &Shape, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Vec<f32>> {
         let n = out_shape.numel();
         let (sa, sb) = (a.storage.cpu(), b.storage.cpu());
         // Fast path: same shape, both contiguous.
         if a.shape() == b.shape()
             && let (Some(ra), Some(rb)) = (a.layout.contiguous_range(), b.layout.contiguous_range())
         {
-            return Ok(sa[ra].iter().zip(&sb[rb]).map(|(&x, &y)| f(x, y)).collect());
+            let (x, y) = (&sa[ra], &sb[rb]);
+            let mut out = crate::storage::buffer(n);
+            let ch = par::ELEMWISE_CHUNK;
+            par::for_chunks_mut(&mut out, ch, par::ELEMWISE_MIN, |i, o| {
+                let r = i * ch..i * ch + o.len();
+                for ((o, &x), &y) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r]) {
+                    *o = f(x, y);
+                }
+            });
+            return Ok(out);
         }
         let la = a.layout.broadcast_to("binary", out_shape)?;
         let lb = b.layout.broadcast_to("binary", out_shape)?;
@@ -467,6 +502,7 @@ impl Backward for BinaryBackward {
 impl Tensor {
     /// Apply a binary op with NumPy broadcasting (the named methods are shorthands).
     pub fn binary(&self, rhs: &Tensor, op: Binary) -> Result<Tensor> {
+        let _p = crate::profile::fwd(op.name());
         let shape = broadcast_shape(op.name(), self.shape_obj(), rhs.shape_obj())?;
         let out = binary_kernel(self, rhs, &shape, op)?;
         if !op.differentiable() {

@@ -71,6 +71,30 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], c_off: usize, c_rs: usize, c_cs
     }
 }
 
+/// Rows per parallel task of a large GEMM: a function of the shape only, so the same
+/// sgemm calls run whatever the thread count (bit-identical results).
+fn gemm_rows_per_task(m: usize) -> usize {
+    // At least 64 rows per task (each task re-packs the rhs), at most 8 tasks.
+    m.div_ceil(8).max(64).next_multiple_of(8)
+}
+
+/// `gemm` into a dense row-major `m×n` output slice, split over row blocks in parallel
+/// when the product is large enough to pay for a fork/join.
+pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert_eq!(c.len(), m * n);
+    let rows = gemm_rows_per_task(m);
+    if m * k * n < crate::cpu::par::GEMM_MIN_FLOPS || m <= rows || n == 0 {
+        gemm(a, b, c, 0, n, 1, accum);
+        return;
+    }
+    crate::cpu::par::for_chunks_mut(c, rows * n, 0, |i, cc| {
+        let r0 = i * rows;
+        let sub = MatRef { offset: a.offset + r0 * a.rs, rows: cc.len() / n, ..a };
+        gemm(sub, b, cc, 0, n, 1, accum);
+    });
+}
+
 /// If the axes `dims` (with `strides`) can be walked as a single axis, its stride.
 fn merged_stride(dims: &[usize], strides: &[usize]) -> Option<usize> {
     let pairs: Vec<(usize, usize)> =
@@ -118,10 +142,14 @@ fn batched_gemm(
         if let (Some(lrs), Some(ors)) = (merged_stride(&lm, &lstr), merged_stride(&lm, &ostr))
             && !ostr[..nb].contains(&0)
         {
-            let mm = lm.iter().product();
+            let mm: usize = lm.iter().product();
             let a = MatRef { data: ld, offset: l.offset, rows: mm, cols: k, rs: lrs.max(1), cs: ls[nb + 1] };
             let b = MatRef { data: rd, offset: r.offset, rows: k, cols: n, rs: rs[nb], cs: rs[nb + 1] };
-            gemm(a, b, od, out_layout.offset, ors.max(1), os[nb + 1], Accum::Replace);
+            if out_layout.offset == 0 && ors == n && os[nb + 1] == 1 && od.len() == mm * n {
+                gemm_dense(a, b, od, Accum::Replace);
+            } else {
+                gemm(a, b, od, out_layout.offset, ors.max(1), os[nb + 1], Accum::Replace);
+            }
             return;
         }
     }
@@ -134,11 +162,41 @@ fn batched_gemm(
             let kt = kk.iter().product();
             let a = MatRef { data: ld, offset: l.offset, rows: m, cols: kt, rs: ls[nb], cs: lcs.max(1) };
             let b = MatRef { data: rd, offset: r.offset, rows: kt, cols: n, rs: rrs.max(1), cs: rs[nb + 1] };
-            gemm(a, b, od, out_layout.offset, os[nb], os[nb + 1], Accum::Replace);
+            if out_layout.offset == 0 && os[nb] == n && os[nb + 1] == 1 && od.len() == m * n {
+                gemm_dense(a, b, od, Accum::Replace);
+            } else {
+                gemm(a, b, od, out_layout.offset, os[nb], os[nb + 1], Accum::Replace);
+            }
             return;
         }
     }
     let total: usize = batch.iter().product();
+    let dense_out = accum == Accum::Replace && out_layout.is_contiguous() && out_layout.offset == 0;
+    if nb == 0 && dense_out {
+        let a = MatRef { data: ld, offset: l.offset, rows: m, cols: k, rs: ls[0], cs: ls[1] };
+        let b = MatRef { data: rd, offset: r.offset, rows: k, cols: n, rs: rs[0], cs: rs[1] };
+        gemm_dense(a, b, od, Accum::Replace);
+        return;
+    }
+    if dense_out && m * n > 0 && total * m * k * n >= crate::cpu::par::GEMM_MIN_FLOPS && total > 1 {
+        // One task per batch entry (fixed split), each writing its own output block.
+        let unravel = |mut flat: usize, s: &[usize]| {
+            let mut off = 0;
+            for ax in (0..nb).rev() {
+                off += (flat % batch[ax]) * s[ax];
+                flat /= batch[ax];
+            }
+            off
+        };
+        crate::cpu::par::for_chunks_mut(od, m * n, 0, |bi, cc| {
+            let a =
+                MatRef { data: ld, offset: l.offset + unravel(bi, ls), rows: m, cols: k, rs: ls[nb], cs: ls[nb + 1] };
+            let b =
+                MatRef { data: rd, offset: r.offset + unravel(bi, rs), rows: k, cols: n, rs: rs[nb], cs: rs[nb + 1] };
+            gemm(a, b, cc, 0, n, 1, Accum::Replace);
+        });
+        return;
+    }
     let mut idx = vec![0usize; nb];
     for _ in 0..total {
         let off = |s: &[usize], base: usize| base + idx.iter().zip(s).map(|(i, s)| i * s).sum::<usize>();
@@ -219,6 +277,7 @@ impl Backward for MatMulBackward {
 impl Tensor {
     /// Matrix product over the last two axes; leading (batch) axes broadcast.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::fwd("matmul");
         let (ls, rs) = (self.shape(), rhs.shape());
         let batch = if ls.len() >= 2 && rs.len() >= 2 {
             broadcast_shape("matmul", &Shape::from(&ls[..ls.len() - 2]), &Shape::from(&rs[..rs.len() - 2]))

@@ -140,6 +140,7 @@ fn sum_kernel(t: &Tensor, axes: &[usize]) -> Vec<f32> {
 impl Tensor {
     /// Sum over `axes` (empty: all axes).
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _p = crate::profile::fwd("sum");
         let p = plan(self, "sum", axes, keepdim)?;
         let out = sum_kernel(self, &p.axes);
         Ok(Tensor::from_op(out, p.out_shape, &[self], || SumBackward {
@@ -154,6 +155,7 @@ impl Tensor {
     }
     /// Mean over `axes` (empty: all axes); fails on an empty reduction.
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _p = crate::profile::fwd("mean");
         let p = plan(self, "mean", axes, keepdim)?;
         ensure_nonempty(self, "mean", &p)?;
         let n: usize = p.axes.iter().map(|&a| self.shape()[a]).product();
@@ -245,6 +247,7 @@ impl Backward for ExtremeBackward {
 
 impl Tensor {
     fn extreme(&self, op: &'static str, axes: &[isize], keepdim: bool, max: bool) -> Result<Tensor> {
+        let _p = crate::profile::fwd(op);
         let p = plan(self, op, axes, keepdim)?;
         ensure_nonempty(self, op, &p)?;
         let r = rows(self, &p.axes);
@@ -305,6 +308,7 @@ impl Backward for LogSumExpBackward {
 impl Tensor {
     /// `log(sum(exp(x)))` over `axes`, computed stably (max subtracted first).
     pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let _p = crate::profile::fwd("logsumexp");
         let p = plan(self, "logsumexp", axes, keepdim)?;
         ensure_nonempty(self, "logsumexp", &p)?;
         let r = rows(self, &p.axes);
@@ -354,6 +358,7 @@ impl Tensor {
     /// Variance over `axes` with `correction` subtracted from the count in the
     /// denominator (0: population variance, 1: unbiased sample variance).
     pub fn var(&self, axes: &[isize], keepdim: bool, correction: usize) -> Result<Tensor> {
+        let _p = crate::profile::fwd("var");
         let p = plan(self, "var", axes, keepdim)?;
         ensure_nonempty(self, "var", &p)?;
         let n: usize = p.axes.iter().map(|&a| self.shape()[a]).product();

@@ -1,0 +1,75 @@
+//! Results are bit-identical whatever the thread count: chunk boundaries depend on the
+//! data size only. Each case runs in a 1-thread and a 2-thread rayon pool.
+
+mod common;
+use common::*;
+use fixpoint::{Rng, Tensor};
+
+fn in_pool<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f)
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec().into_iter().map(f32::to_bits).collect()
+}
+
+fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    let (a, b) = (a.to_vec(), b.to_vec());
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+        }
+    }
+    c
+}
+
+#[test]
+fn large_gemm_is_correct_and_thread_count_invariant() {
+    let mut rng = Rng::new(11);
+    // Large enough to take the parallel row-split path; odd sizes for ragged blocks.
+    let a = rand_tensor(&[517, 203], -1.0, 1.0, &mut rng);
+    let b = rand_tensor(&[203, 149], -1.0, 1.0, &mut rng);
+    let c1 = in_pool(1, || a.matmul(&b).unwrap());
+    let c2 = in_pool(2, || a.matmul(&b).unwrap());
+    assert_close("gemm", &c1.to_vec(), &naive(&a, &b), 1e-4, 1e-4);
+    assert_eq!(bits(&c1), bits(&c2));
+    // Transposed operand (strided, no copy) on the same path.
+    let at = a.t().unwrap().contiguous().t().unwrap();
+    assert!(!at.is_contiguous());
+    assert_eq!(bits(&in_pool(2, || at.matmul(&b).unwrap())), bits(&c1));
+}
+
+#[test]
+fn batched_gemm_and_its_backward_are_thread_count_invariant() {
+    let mut rng = Rng::new(12);
+    let x = rand_tensor(&[6, 97, 80], -1.0, 1.0, &mut rng);
+    let y = rand_tensor(&[6, 80, 71], -1.0, 1.0, &mut rng);
+    let w = rand_tensor(&[80, 64], -1.0, 1.0, &mut rng);
+    let run = || {
+        let (x, y, w) = (x.detach().requires_grad_(), y.detach().requires_grad_(), w.detach().requires_grad_());
+        let out = x.matmul(&y).unwrap().sum_all().add(&x.matmul(&w).unwrap().square().sum_all()).unwrap();
+        out.backward().unwrap();
+        (out, x.grad().unwrap(), y.grad().unwrap(), w.grad().unwrap())
+    };
+    let r1 = in_pool(1, run);
+    let r2 = in_pool(2, run);
+    for (a, b) in [(&r1.0, &r2.0), (&r1.1, &r2.1), (&r1.2, &r2.2), (&r1.3, &r2.3)] {
+        assert_eq!(bits(a), bits(b));
+    }
+    // Batch entry 3 of x·y against the naive product.
+    let xb = x.narrow(0, 3, 1).unwrap().reshape(&[97, 80]).unwrap();
+    let yb = y.narrow(0, 3, 1).unwrap().reshape(&[80, 71]).unwrap();
+    let full = in_pool(2, || x.matmul(&y).unwrap());
+    let got = full.narrow(0, 3, 1).unwrap().reshape(&[97, 71]).unwrap();
+    assert_close("batched gemm", &got.to_vec(), &naive(&xb, &yb), 1e-4, 1e-4);
+}
+
+#[test]
+fn large_elementwise_is_thread_count_invariant() {
+    let mut rng = Rng::new(13);
+    let x = rand_tensor(&[300_001], -3.0, 3.0, &mut rng);
+    let f = || x.tanh().mul(&x.exp()).unwrap().gelu();
+    assert_eq!(bits(&in_pool(1, f)), bits(&in_pool(2, f)));
+}
