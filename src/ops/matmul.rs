@@ -233,7 +233,11 @@ fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[
     let r = rhs.layout.broadcast_to(op, &full([k, n]))?;
     let out_shape = Shape(out_batch.iter().copied().chain([m, n]).collect());
     let out_layout = Layout::contiguous(out_shape.clone()).broadcast_to(op, &full([m, n]))?;
-    let mut out = vec![0.0; out_shape.numel()];
+    // Outputs shared across a broadcast batch accumulate (need zeros); others are
+    // overwritten by sgemm with beta = 0.
+    let accumulates = out_layout.strides[..batch.rank()].iter().zip(batch.dims()).any(|(&s, &d)| s == 0 && d > 1);
+    let mut out =
+        if accumulates { crate::storage::zeroed(out_shape.numel()) } else { crate::storage::buffer(out_shape.numel()) };
     batched_gemm(lhs, &l, rhs, &r, batch.dims(), &mut out, &out_layout);
     Ok((out, out_shape))
 }

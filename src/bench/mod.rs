@@ -1,0 +1,68 @@
+//! Benchmarks behind `fixpoint bench ...`: every figure is a ratio against a baseline
+//! measured in the same process, at the same thread count, as medians of repetitions.
+
+pub mod core;
+mod core_rows;
+
+use std::time::Instant;
+
+/// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
+pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Alternate `a` and `b` for `reps` rounds and return both medians, so that machine
+/// noise hits both alike.
+pub fn paired_medians(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        a();
+        ta.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        b();
+        tb.push(t0.elapsed().as_secs_f64());
+    }
+    ta.sort_by(f64::total_cmp);
+    tb.sort_by(f64::total_cmp);
+    (ta[ta.len() / 2], tb[tb.len() / 2])
+}
+
+/// STREAM triad `x = y + s·z`, split over the current rayon pool in fixed chunks.
+pub fn triad(x: &mut [f32], y: &[f32], z: &[f32], s: f32) {
+    use rayon::prelude::*;
+    const CH: usize = 1 << 16;
+    let body = |(i, xc): (usize, &mut [f32])| {
+        let (yc, zc) = (&y[i * CH..i * CH + xc.len()], &z[i * CH..i * CH + xc.len()]);
+        for ((x, &y), &z) in xc.iter_mut().zip(yc).zip(zc) {
+            *x = y + s * z;
+        }
+    };
+    if rayon::current_num_threads() > 1 && x.len() >= 2 * CH {
+        x.par_chunks_mut(CH).enumerate().for_each(body);
+    } else {
+        x.chunks_mut(CH).enumerate().for_each(body);
+    }
+}
+
+/// Copy `src` into `dst`, split like [`triad`].
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    const CH: usize = 1 << 16;
+    if rayon::current_num_threads() > 1 && dst.len() >= 2 * CH {
+        dst.par_chunks_mut(CH).zip(src.par_chunks(CH)).for_each(|(d, s)| d.copy_from_slice(s));
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
