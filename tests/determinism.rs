@@ -73,3 +73,25 @@ fn large_elementwise_is_thread_count_invariant() {
     let f = || x.tanh().mul(&x.exp()).unwrap().gelu();
     assert_eq!(bits(&in_pool(1, f)), bits(&in_pool(2, f)));
 }
+
+#[test]
+fn fused_row_ops_and_their_backward_are_thread_count_invariant() {
+    let mut rng = Rng::new(14);
+    let x = rand_tensor(&[700, 301], -4.0, 4.0, &mut rng);
+    let w = rand_tensor(&[301], 0.5, 1.5, &mut rng);
+    let b = rand_tensor(&[301], -0.5, 0.5, &mut rng);
+    let targets: Vec<usize> = (0..700).map(|i| (i * 7) % 301).collect();
+    let run = || {
+        let (x, w, b) = (x.detach().requires_grad_(), w.detach().requires_grad_(), b.detach().requires_grad_());
+        let h = x.layer_norm(Some(&w), Some(&b), 1e-5).unwrap();
+        let r = h.rms_norm(Some(&w), 1e-6).unwrap();
+        let s = r.softmax(-1).unwrap().mul(&h).unwrap().log_softmax(0).unwrap();
+        let loss = s.cross_entropy(&targets, Default::default()).unwrap();
+        loss.backward().unwrap();
+        [loss, x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()]
+    };
+    let (r1, r2) = (in_pool(1, run), in_pool(2, run));
+    for (a, b) in r1.iter().zip(&r2) {
+        assert_eq!(bits(a), bits(b));
+    }
+}

@@ -20,38 +20,35 @@ use crate::ops::reduce::sum_slice;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use std::borrow::Cow;
+use wide::f32x8;
 
 // ----- row kernels --------------------------------------------------------------------
 
 /// Maximum of a row (`-inf` for an empty one). NaN is skipped here but still reaches
 /// every output through `exp(NaN - m)`.
 pub fn row_max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
     let (chunks, rest) = x.as_chunks::<8>();
+    let mut acc = f32x8::splat(f32::NEG_INFINITY);
     for c in chunks {
-        for k in 0..8 {
-            acc[k] = acc[k].max(c[k]);
-        }
+        acc = acc.fast_max(f32x8::new(*c));
     }
-    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut m = acc.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max);
     for &v in rest {
         m = m.max(v);
     }
     m
 }
 
-/// `Σ a_i b_i` with 8 interleaved accumulators (fixed order, so deterministic).
+/// `Σ a_i b_i` with 8 lanes (fixed order, so deterministic).
 pub fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; 8];
     let (ca, ra) = a.as_chunks::<8>();
     let (cb, rb) = b.as_chunks::<8>();
+    let mut acc = f32x8::ZERO;
     for (x, y) in ca.iter().zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
+        acc = f32x8::new(*x).mul_add(f32x8::new(*y), acc);
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = acc.reduce_add();
     for (&x, &y) in ra.iter().zip(rb) {
         s += x * y;
     }
@@ -60,42 +57,63 @@ pub fn row_dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `out_i = exp(x_i - shift)`; returns `Σ out_i`.
 pub fn exp_sub(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - shift).exp();
-    }
+    let sh = f32x8::splat(shift);
+    crate::cpu::simd::map1(x, out, |v| (v - sh).exp(), |v| (v - shift).exp());
     sum_slice(out)
 }
 
 /// `Σ exp(x_i - shift)` without writing the terms out.
 pub fn sum_exp_sub(x: &[f32], shift: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
     let (chunks, rest) = x.as_chunks::<8>();
+    let sh = f32x8::splat(shift);
+    let mut acc = f32x8::ZERO;
     for c in chunks {
-        for k in 0..8 {
-            acc[k] += (c[k] - shift).exp();
-        }
+        acc += (f32x8::new(*c) - sh).exp();
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = acc.reduce_add();
     for &v in rest {
         s += (v - shift).exp();
     }
     s
 }
 
-/// `Σ (x_i - shift)` with 8 interleaved accumulators.
+/// `Σ (x_i - shift)` with 8 lanes.
 pub fn sum_sub(x: &[f32], shift: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
     let (chunks, rest) = x.as_chunks::<8>();
+    let sh = f32x8::splat(shift);
+    let mut acc = f32x8::ZERO;
     for c in chunks {
-        for k in 0..8 {
-            acc[k] += c[k] - shift;
-        }
+        acc += f32x8::new(*c) - sh;
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = acc.reduce_add();
     for &v in rest {
         s += v - shift;
     }
     s
+}
+
+/// Rows per parallel task for row-wise kernels on rows of `n`: fixed by the shape
+/// (about 32K elements a task), so results do not depend on the thread count.
+fn rows_per_task(n: usize) -> usize {
+    (crate::cpu::par::ELEMWISE_CHUNK / n.max(1)).max(1)
+}
+
+/// Apply a row kernel `f(x_rows, y_rows)` over chunks of whole rows, in parallel when
+/// the tensor is large.
+fn par_rows(x: &[f32], y: &mut [f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
+    let rpt = rows_per_task(n);
+    crate::cpu::par::for_row_chunks_mut(y, n, rpt, crate::cpu::par::ELEMWISE_MIN, |r0, yc| {
+        f(&x[r0 * n..r0 * n + yc.len()], yc)
+    });
+}
+
+/// Like [`par_rows`] with two inputs.
+fn par_rows2(a: &[f32], b: &[f32], y: &mut [f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync + Send) {
+    let rpt = rows_per_task(n);
+    crate::cpu::par::for_row_chunks_mut(y, n, rpt, crate::cpu::par::ELEMWISE_MIN, |r0, yc| {
+        let r = r0 * n..r0 * n + yc.len();
+        f(&a[r.clone()], &b[r], yc)
+    });
 }
 
 /// `log Σ exp(x_i)` split as `(m, log Σ exp(x_i - m))` with `m` the maximum. Callers
@@ -244,11 +262,11 @@ impl Backward for SoftmaxBackward {
         let n = self.out.shape()[self.axis];
         let y = rows_along(&self.out, self.axis);
         let g = rows_along(g, self.axis);
-        let mut dx = vec![0.0; y.len()];
+        let mut dx = crate::storage::buffer(y.len());
         if self.log {
-            log_softmax_backward_rows(&y, &g, n, &mut dx);
+            par_rows2(&y, &g, &mut dx, n, |yc, gc, dc| log_softmax_backward_rows(yc, gc, n, dc));
         } else {
-            softmax_backward_rows(&y, &g, n, &mut dx);
+            par_rows2(&y, &g, &mut dx, n, |yc, gc, dc| softmax_backward_rows(yc, gc, n, dc));
         }
         let shape = self.out.shape_obj();
         Ok(vec![Some(Tensor::from_parts(unrows_along(dx, shape, self.axis), shape.clone()))])
@@ -259,11 +277,12 @@ impl Tensor {
     fn softmax_impl(&self, op: &'static str, axis: isize, log: bool) -> Result<Tensor> {
         let (ax, n) = nonempty_axis(self, op, axis)?;
         let x = rows_along(self, ax);
-        let mut y = vec![0.0; x.len()];
+        let _p = crate::profile::fwd(op);
+        let mut y = crate::storage::buffer(x.len());
         if log {
-            log_softmax_rows(&x, n, &mut y);
+            par_rows(&x, &mut y, n, |xc, yc| log_softmax_rows(xc, n, yc));
         } else {
-            softmax_rows(&x, n, &mut y);
+            par_rows(&x, &mut y, n, |xc, yc| softmax_rows(xc, n, yc));
         }
         drop(x);
         let shape = self.shape_obj().clone();
@@ -489,9 +508,9 @@ impl ColumnSums {
             *b = 0.0;
         }
     }
-    fn finish(mut self) -> Vec<f32> {
+    fn into_f64(mut self) -> Vec<f64> {
         self.flush();
-        self.total.into_iter().map(|v| v as f32).collect()
+        self.total
     }
 }
 
@@ -622,28 +641,60 @@ impl Backward for NormBackward {
         let w = self.weight.as_ref().map(|w| w.contiguous_data());
         let w_slot = self.weight.as_ref().map(|_| 1);
         let b_slot = self.has_bias.then(|| 1 + w_slot.unwrap_or(0));
-        let mut dx = needs[0].then(|| vec![0.0; x.len()]);
-        let mut dw = w_slot.filter(|&k| needs[k]).map(|_| ColumnSums::new(d));
-        let mut db = b_slot.filter(|&k| needs[k]).map(|_| ColumnSums::new(d));
-        norm_backward_rows(
-            &x,
-            &g,
-            d,
-            self.center,
-            w.as_deref(),
-            &self.mean,
-            &self.rstd,
-            dx.as_deref_mut(),
-            dw.as_mut(),
-            db.as_mut(),
-        );
+        let rows = x.len() / d;
+        // Chunks of whole 64-row flush blocks, fixed by the shape; each chunk sums its
+        // own columns and the chunks are added in order, on 1 thread or many.
+        let rpt = rows_per_task(d).next_multiple_of(FLUSH_ROWS);
+        let (need_w, need_b) = (w_slot.is_some_and(|k| needs[k]), b_slot.is_some_and(|k| needs[k]));
+        let mean: &[f32] = &self.mean;
+        let work = |c: usize, dxc: Option<&mut [f32]>| {
+            let r = c * rpt..((c + 1) * rpt).min(rows);
+            let mut dw = need_w.then(|| ColumnSums::new(d));
+            let mut db = need_b.then(|| ColumnSums::new(d));
+            norm_backward_rows(
+                &x[r.start * d..r.end * d],
+                &g[r.start * d..r.end * d],
+                d,
+                self.center,
+                w.as_deref(),
+                if self.center { &mean[r.clone()] } else { mean },
+                &self.rstd[r],
+                dxc,
+                dw.as_mut(),
+                db.as_mut(),
+            );
+            (dw.map(ColumnSums::into_f64), db.map(ColumnSums::into_f64))
+        };
+        let chunks = rows.div_ceil(rpt);
+        let par = x.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1;
+        let mut dx = needs[0].then(|| crate::storage::buffer(x.len()));
+        let parts: Vec<(Option<Vec<f64>>, Option<Vec<f64>>)> = {
+            use rayon::prelude::*;
+            match (dx.as_deref_mut(), par) {
+                (Some(dx), true) => dx.par_chunks_mut(rpt * d).enumerate().map(|(c, dc)| work(c, Some(dc))).collect(),
+                (Some(dx), false) => dx.chunks_mut(rpt * d).enumerate().map(|(c, dc)| work(c, Some(dc))).collect(),
+                (None, true) => (0..chunks).into_par_iter().map(|c| work(c, None)).collect(),
+                (None, false) => (0..chunks).map(|c| work(c, None)).collect(),
+            }
+        };
+        let merge = |pick: fn(&(Option<Vec<f64>>, Option<Vec<f64>>)) -> Option<&Vec<f64>>| {
+            let mut total = vec![0.0f64; d];
+            for p in parts.iter().filter_map(pick) {
+                for (t, v) in total.iter_mut().zip(p) {
+                    *t += v;
+                }
+            }
+            total.into_iter().map(|v| v as f32).collect::<Vec<f32>>()
+        };
+        let dw = need_w.then(|| merge(|p| p.0.as_ref()));
+        let db = need_b.then(|| merge(|p| p.1.as_ref()));
         let vec_d = || Shape(vec![d]);
         let mut out = vec![dx.map(|v| Tensor::from_parts(v, self.x.shape_obj().clone()))];
         if w_slot.is_some() {
-            out.push(dw.map(|s| Tensor::from_parts(s.finish(), vec_d())));
+            out.push(dw.map(|s| Tensor::from_parts(s, vec_d())));
         }
         if b_slot.is_some() {
-            out.push(db.map(|s| Tensor::from_parts(s.finish(), vec_d())));
+            out.push(db.map(|s| Tensor::from_parts(s, vec_d())));
         }
         Ok(out)
     }
@@ -670,12 +721,34 @@ impl Tensor {
         let x = self.contiguous_data();
         let w = weight.map(|w| w.contiguous_data());
         let b = bias.map(|b| b.contiguous_data());
+        let _p = crate::profile::fwd(op);
         let rows = x.len() / d;
-        let mut y = vec![0.0; x.len()];
-        let mut mean = vec![0.0; if center { rows } else { 0 }];
+        let mut y = crate::storage::buffer(x.len());
+        let mut mean = vec![0.0; rows];
         let mut rstd = vec![0.0; rows];
-        norm_rows(&x, d, center, w.as_deref(), b.as_deref(), eps, &mut y, &mut mean, &mut rstd);
-        drop((x, w, b));
+        let rpt = rows_per_task(d);
+        let (w, b) = (w.as_deref(), b.as_deref());
+        let work = |((yc, mc), rc): ((&mut [f32], &mut [f32]), &mut [f32]), r0: usize| {
+            norm_rows(&x[r0 * d..r0 * d + yc.len()], d, center, w, b, eps, yc, mc, rc)
+        };
+        if x.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+            use rayon::prelude::*;
+            y.par_chunks_mut(rpt * d)
+                .zip(mean.par_chunks_mut(rpt))
+                .zip(rstd.par_chunks_mut(rpt))
+                .enumerate()
+                .for_each(|(i, c)| work(c, i * rpt));
+        } else {
+            y.chunks_mut(rpt * d)
+                .zip(mean.chunks_mut(rpt))
+                .zip(rstd.chunks_mut(rpt))
+                .enumerate()
+                .for_each(|(i, c)| work(c, i * rpt));
+        }
+        if !center {
+            mean = Vec::new();
+        }
+        drop(x);
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
