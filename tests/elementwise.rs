@@ -26,9 +26,11 @@ fn sigmoid64(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+type UnaryCase = (Unary, fn(f64) -> f64, f32, f32);
+
 /// Every unary op with its f64 reference and the input range it is checked on
 /// (kept away from kinks, where finite differences are meaningless).
-fn unary_cases() -> Vec<(Unary, fn(f64) -> f64, f32, f32)> {
+fn unary_cases() -> Vec<UnaryCase> {
     vec![
         (Unary::Neg, |x| -x, -3.0, 3.0),
         (Unary::Exp, f64::exp, -3.0, 3.0),
@@ -74,7 +76,7 @@ fn unary_forward_and_backward() {
                 assert_close(op.name(), &xt.unary(op).to_vec(), &want_t, 1e-6, 2e-6);
             }
             let step = ((hi - lo) * 0.01).min(0.01);
-            assert_grads_tol(op.name(), |v| Ok(v[0].unary(op)), &[x.clone()], step, 2e-3, 1e-2);
+            assert_grads_tol(op.name(), |v| Ok(v[0].unary(op)), std::slice::from_ref(&x), step, 2e-3, 1e-2);
             assert_grads_tol(
                 op.name(),
                 |v| Ok(v[0].t()?.unary(op)),
