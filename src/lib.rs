@@ -19,6 +19,7 @@ pub mod autograd;
 pub mod error;
 pub mod init;
 pub mod layout;
+pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod shape;
