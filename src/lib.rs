@@ -21,6 +21,7 @@ pub mod init;
 pub mod layout;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod shape;
 pub mod storage;
