@@ -16,6 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod layout;
@@ -26,6 +27,7 @@ pub mod rng;
 pub mod shape;
 pub mod storage;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{Backward, no_grad};
 pub use error::{Error, Result};

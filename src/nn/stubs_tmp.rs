@@ -178,3 +178,38 @@ pub(crate) fn mask_future(scores: &Tensor) -> Result<Tensor> {
     let mask: Vec<f32> = (0..tq * tk).map(|k| if k % tk > k / tk { f32::NEG_INFINITY } else { 0.0 }).collect();
     scores.add(&Tensor::from_vec(mask, [tq, tk])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stand-in cross-entropy (used by the MLP job) against an f64 reference.
+    #[test]
+    fn cross_entropy_matches_reference() {
+        let mut rng = Rng::new(0);
+        let (n, c) = (5, 4);
+        let x: Vec<f32> = (0..n * c).map(|_| rng.range(-3.0, 3.0)).collect();
+        let targets = [0usize, 3, 1, 3, 2];
+        let logits = Tensor::from_vec(x.clone(), [n, c]).unwrap();
+        for (ignore, eps) in [(None, 0.0f32), (Some(3usize), 0.0), (None, 0.1), (Some(1), 0.2)] {
+            let opts = CrossEntropyOpts { ignore_index: ignore, label_smoothing: eps, reduction: Reduction::Mean };
+            let got = cross_entropy(&logits, &targets, opts).unwrap().item().unwrap() as f64;
+            let (mut total, mut kept) = (0.0f64, 0);
+            for (i, &t) in targets.iter().enumerate() {
+                if ignore == Some(t) {
+                    continue;
+                }
+                let row: Vec<f64> = x[i * c..(i + 1) * c].iter().map(|&v| v as f64).collect();
+                let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+                let nll = lse - row[t];
+                let smooth = row.iter().map(|v| lse - v).sum::<f64>() / c as f64;
+                total += (1.0 - eps as f64) * nll + eps as f64 * smooth;
+                kept += 1;
+            }
+            let want = total / kept as f64;
+            assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "{ignore:?} {eps}: {got} vs {want}");
+        }
+        assert!(cross_entropy(&logits, &[0, 1], CrossEntropyOpts::default()).is_err());
+        assert!(cross_entropy(&logits, &[0, 1, 2, 3, 4], CrossEntropyOpts::default()).is_err());
+    }
+}
