@@ -18,15 +18,19 @@
 pub mod autograd;
 pub mod bench;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod layout;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod profile;
 pub mod rng;
 pub mod shape;
 pub mod storage;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{Backward, no_grad};
 pub use error::{Error, Result};

@@ -1,1 +1,294 @@
-fn main() {}
+//! `fixpoint`: command-line front end of the training jobs.
+//!
+//! ```text
+//! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
+//! fixpoint reproduce [--quick] [--json]                       run every job, print a table
+//! ```
+//!
+//! Human-readable lines go to stdout; with `--json` the last line of stdout is one JSON
+//! object. Errors are one line `error: ...` on stderr and a non-zero exit status.
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+use fixpoint::nn::Activation;
+use fixpoint::train::{MlpConfig, MlpReport, train_mlp_with};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "fixpoint", version, about = "From-scratch CPU tensor engine: training jobs and reproduction")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train an MLP classifier on procedurally generated interleaved spirals.
+    Mlp(MlpArgs),
+    /// Run every job (the quick presets with --quick) and print a summary table.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args, Debug)]
+struct MlpArgs {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Start from the quick preset instead of the full one.
+    #[arg(long)]
+    quick: bool,
+    /// Seed of data, initialisation and batch order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Examples per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Hidden layer sizes, comma-separated (e.g. 64,64).
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// relu, gelu, gelu_tanh, silu or tanh.
+    #[arg(long)]
+    activation: Option<String>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long)]
+    final_lr: Option<f32>,
+    /// Linear warmup steps (default: the preset's, at most a tenth of --steps).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// AdamW weight decay (weights only).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Global gradient-norm clip (0 turns clipping off).
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Spiral arms (classes).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Points per class.
+    #[arg(long)]
+    points_per_class: Option<usize>,
+    /// Gaussian jitter of the points.
+    #[arg(long)]
+    noise: Option<f32>,
+    /// Full turns of each spiral arm.
+    #[arg(long)]
+    turns: Option<f32>,
+}
+
+#[derive(Args, Debug)]
+struct ReproduceArgs {
+    /// Quick presets (well under a minute in total).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+type CliResult<T> = Result<T, String>;
+
+fn mlp_config(a: &MlpArgs) -> CliResult<MlpConfig> {
+    let mut c = if a.quick { MlpConfig::quick() } else { MlpConfig::default() };
+    if let Some(v) = a.seed {
+        c.seed = v;
+    }
+    if let Some(v) = a.steps {
+        c.steps = v;
+        // Short runs get a proportionally short warmup unless --warmup says otherwise.
+        c.warmup_steps = c.warmup_steps.min(v / 10);
+    }
+    if let Some(v) = a.batch_size {
+        c.batch_size = v;
+    }
+    if let Some(v) = &a.hidden {
+        c.hidden = v.clone();
+    }
+    if let Some(v) = &a.activation {
+        c.activation = Activation::parse(v).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = a.lr {
+        c.lr = v;
+    }
+    if let Some(v) = a.final_lr {
+        c.final_lr = v;
+    }
+    if let Some(v) = a.warmup {
+        c.warmup_steps = v;
+    }
+    if let Some(v) = a.weight_decay {
+        c.weight_decay = v;
+    }
+    if let Some(v) = a.clip {
+        c.clip_norm = (v != 0.0).then_some(v);
+    }
+    if let Some(v) = a.classes {
+        c.data.classes = v;
+    }
+    if let Some(v) = a.points_per_class {
+        c.data.points_per_class = v;
+    }
+    if let Some(v) = a.noise {
+        c.data.noise = v;
+    }
+    if let Some(v) = a.turns {
+        c.data.turns = v;
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// An f32 as the shortest decimal that reads back to it (not its f64 expansion).
+fn num(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    let v: f64 = format!("{x}").parse().expect("f32 display parses");
+    json!(v)
+}
+
+fn mlp_json(c: &MlpConfig, r: &MlpReport, preset: &str) -> Value {
+    let every = (c.steps / 100).max(1);
+    let curve: Vec<Value> = r.losses.iter().step_by(every).map(|&l| num(l)).collect();
+    json!({
+        "preset": preset,
+        "seed": c.seed,
+        "steps": c.steps,
+        "batch_size": c.batch_size,
+        "hidden": c.hidden,
+        "activation": c.activation.name(),
+        "lr": num(c.lr),
+        "final_lr": num(c.final_lr),
+        "warmup_steps": c.warmup_steps,
+        "weight_decay": num(c.weight_decay),
+        "clip_norm": c.clip_norm.map(num),
+        "data": {
+            "kind": "spirals",
+            "classes": c.data.classes,
+            "points_per_class": c.data.points_per_class,
+            "turns": num(c.data.turns),
+            "noise": num(c.data.noise),
+            "train_size": r.train_size,
+            "test_size": r.test_size,
+        },
+        "num_params": r.num_params,
+        "train_accuracy": r.train_accuracy,
+        "test_accuracy": r.test_accuracy,
+        "first_loss": r.losses.first().copied().map(num),
+        "final_loss": num(r.final_loss()),
+        "loss_curve": {"every": every, "values": curve},
+        "wall_seconds": r.wall_seconds,
+    })
+}
+
+fn describe(c: &MlpConfig, r: &MlpReport) -> String {
+    let dims: Vec<String> =
+        std::iter::once(2).chain(c.hidden.iter().copied()).chain([c.data.classes]).map(|d| d.to_string()).collect();
+    format!(
+        "mlp: {}-class spirals ({} train / {} test), MLP {} ({}), {} params, {} steps of {}",
+        c.data.classes,
+        r.train_size,
+        r.test_size,
+        dims.join("-"),
+        c.activation.name(),
+        r.num_params,
+        c.steps,
+        c.batch_size
+    )
+}
+
+fn run_mlp(c: &MlpConfig, progress: bool) -> CliResult<MlpReport> {
+    let every = (c.steps / 10).max(1);
+    let last = c.steps - 1;
+    train_mlp_with(c, |step, loss| {
+        if progress && (step % every == 0 || step == last) {
+            println!("  step {step:>6}  loss {loss:.4}");
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
+    let c = mlp_config(a)?;
+    let r = run_mlp(&c, true)?;
+    println!("{}", describe(&c, &r));
+    println!(
+        "train accuracy {:.2}%  test accuracy {:.2}%  final loss {:.4}  wall {:.2} s",
+        100.0 * r.train_accuracy,
+        100.0 * r.test_accuracy,
+        r.final_loss(),
+        r.wall_seconds
+    );
+    if a.json {
+        println!("{}", mlp_json(&c, &r, if a.quick { "quick" } else { "full" }));
+    }
+    Ok(())
+}
+
+fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
+    let preset = if a.quick { "quick" } else { "full" };
+    let c = if a.quick { MlpConfig::quick() } else { MlpConfig::default() };
+    let r = run_mlp(&c, false)?;
+    println!(
+        "{:<6} {:<6} {:>10} {:>10} {:>11} {:>7} {:>8}",
+        "job", "preset", "train acc", "test acc", "final loss", "steps", "wall s"
+    );
+    println!(
+        "{:<6} {:<6} {:>9.2}% {:>9.2}% {:>11.4} {:>7} {:>8.2}",
+        "mlp",
+        preset,
+        100.0 * r.train_accuracy,
+        100.0 * r.test_accuracy,
+        r.final_loss(),
+        c.steps,
+        r.wall_seconds
+    );
+    if a.json {
+        println!("{}", json!({ "mlp": mlp_json(&c, &r, preset) }));
+    }
+    Ok(())
+}
+
+/// The first line of a clap error (it starts with `error:`), without usage text.
+fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments").trim();
+    if first.starts_with("error:") { first.to_string() } else { format!("error: {first}") }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+                eprintln!("error: no subcommand given (mlp, reproduce); see `fixpoint --help`");
+                return ExitCode::from(2);
+            }
+            _ => {
+                eprintln!("{}", clap_one_line(&e));
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let result = match &cli.command {
+        Command::Mlp(a) => cmd_mlp(a),
+        Command::Reproduce(a) => cmd_reproduce(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -621,6 +621,9 @@ fn norm_backward_rows(
     }
 }
 
+/// Per-chunk f64 column sums for the weight and bias gradients.
+type ChunkSums = (Option<Vec<f64>>, Option<Vec<f64>>);
+
 struct NormBackward {
     center: bool,
     x: Tensor,
@@ -668,7 +671,7 @@ impl Backward for NormBackward {
         let chunks = rows.div_ceil(rpt);
         let par = x.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1;
         let mut dx = needs[0].then(|| crate::storage::buffer(x.len()));
-        let parts: Vec<(Option<Vec<f64>>, Option<Vec<f64>>)> = {
+        let parts: Vec<ChunkSums> = {
             use rayon::prelude::*;
             match (dx.as_deref_mut(), par) {
                 (Some(dx), true) => dx.par_chunks_mut(rpt * d).enumerate().map(|(c, dc)| work(c, Some(dc))).collect(),
@@ -677,7 +680,7 @@ impl Backward for NormBackward {
                 (None, false) => (0..chunks).map(|c| work(c, None)).collect(),
             }
         };
-        let merge = |pick: fn(&(Option<Vec<f64>>, Option<Vec<f64>>)) -> Option<&Vec<f64>>| {
+        let merge = |pick: fn(&ChunkSums) -> Option<&Vec<f64>>| {
             let mut total = vec![0.0f64; d];
             for p in parts.iter().filter_map(pick) {
                 for (t, v) in total.iter_mut().zip(p) {

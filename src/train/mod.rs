@@ -1,0 +1,6 @@
+//! Training jobs: configuration in, report out. Nothing here prints; the binary
+//! formats reports.
+
+pub mod mlp;
+
+pub use mlp::{MlpConfig, MlpReport, accuracy, train_mlp, train_mlp_with};
