@@ -502,3 +502,41 @@ fn where_and_masked_fill_errors() {
         }
     );
 }
+
+#[test]
+fn large_tensors_with_pooled_buffers() {
+    // Outputs above the buffer pool's threshold reuse stale buffers: every element must
+    // be written. Run twice so the second round gets recycled buffers.
+    let mut rng = Rng::new(30);
+    for _ in 0..2 {
+        let (s, t) = ([130usize, 150], [70usize, 150]);
+        let (da, db) = (values(numel(&s), &mut rng), values(numel(&t), &mut rng));
+        let (a, b) = (Tensor::from_slice(&da, s).unwrap(), Tensor::from_slice(&db, t).unwrap());
+        let c = Tensor::concat(&[&a, &b], 0).unwrap();
+        let want: Vec<f64> = da.iter().chain(&db).map(|&v| v as f64).collect();
+        assert_close("large concat", &c.to_vec(), &want, 0.0, 0.0);
+        let idx: Vec<usize> = (0..200).map(|_| rng.below(130)).collect();
+        let sel = a.index_select(0, &idx).unwrap();
+        let want: Vec<f64> = (0..200 * 150).map(|p| da[idx[p / 150] * 150 + p % 150] as f64).collect();
+        assert_close("large index_select", &sel.to_vec(), &want, 0.0, 0.0);
+        let emb = a.embedding(&idx, &[20, 10]).unwrap();
+        assert_close("large embedding", &emb.to_vec(), &want, 0.0, 0.0);
+        let cond: Vec<f32> = (0..150).map(|_| if rng.bernoulli(0.5) { 1.0 } else { 0.0 }).collect();
+        let ct = Tensor::from_slice(&cond, [150]).unwrap();
+        let w = Tensor::where_(&ct, &a, &Tensor::scalar(-7.0)).unwrap();
+        let want: Vec<f64> = (0..130 * 150).map(|p| if cond[p % 150] != 0.0 { da[p] as f64 } else { -7.0 }).collect();
+        assert_close("large where", &w.to_vec(), &want, 0.0, 0.0);
+        let sh = a.shift(0, 3).unwrap();
+        let want: Vec<f64> = (0..130 * 150).map(|p| if p / 150 >= 3 { da[p - 450] as f64 } else { 0.0 }).collect();
+        assert_close("large shift", &sh.to_vec(), &want, 0.0, 0.0);
+        // Scatter-add into a large zero buffer.
+        let wl = a.clone().requires_grad_();
+        wl.embedding(&idx, &[200]).unwrap().sum_all().backward().unwrap();
+        let mut counts = vec![0.0f64; 130];
+        for &i in &idx {
+            counts[i] += 1.0;
+        }
+        let want: Vec<f64> = (0..130 * 150).map(|p| counts[p / 150]).collect();
+        assert_close("large embedding grad", &wl.grad().unwrap().to_vec(), &want, 0.0, 0.0);
+    }
+}

@@ -223,3 +223,26 @@ fn matmul_errors_name_both_shapes() {
     let e = Tensor::zeros([3]).matmul(&Tensor::zeros([3, 2])).unwrap_err();
     assert!(matches!(&e, Error::MatMul { op: "matmul", .. }), "{e:?}");
 }
+
+#[test]
+fn large_products_split_across_threads() {
+    // Above the size where GEMM is split over row blocks / batch entries in parallel.
+    let mut rng = Rng::new(5);
+    let cases: [(&[usize], &[usize]); 3] =
+        [(&[2, 130, 129], &[129, 131]), (&[3, 70, 97], &[3, 97, 120]), (&[257, 130], &[130, 65])];
+    for (sa, sb) in cases {
+        let (da, db) = (values(numel(sa), &mut rng), values(numel(sb), &mut rng));
+        let (a, b) = (Tensor::from_slice(&da, sa).unwrap(), Tensor::from_slice(&db, sb).unwrap());
+        check_product(&format!("{sa:?} x {sb:?}"), &a.matmul(&b).unwrap(), &da, sa, &db, sb);
+        // Strided operands of the same values.
+        let at = a.t().unwrap().contiguous().t().unwrap();
+        check_product(&format!("{sa:?}ᵀᵀ x {sb:?}"), &at.matmul(&b).unwrap(), &da, sa, &db, sb);
+    }
+    // Weight gradient of a large shared weight through a sum (zero-stride incoming grad).
+    let (x, w) = (rand_tensor(&[4, 120, 90], -1.0, 1.0, &mut rng), rand_tensor(&[90, 80], -1.0, 1.0, &mut rng));
+    let wl = w.clone().requires_grad_();
+    x.matmul(&wl).unwrap().sum_all().backward().unwrap();
+    let xd = x.to_vec();
+    let dw: Vec<f64> = (0..90 * 80).map(|p| (0..480).map(|bt| xd[bt * 90 + p / 80] as f64).sum()).collect();
+    assert_close("large dW", &wl.grad().unwrap().to_vec(), &dw, 1e-3, 1e-5);
+}

@@ -7,6 +7,7 @@ use crate::autograd::Backward;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, for_each_row};
 use crate::shape::{Shape, broadcast_shape, resolve_axis};
+use crate::storage::{buffer, zeroed};
 use crate::tensor::Tensor;
 
 // ----- kernels ---------------------------------------------------------------------------
@@ -15,10 +16,12 @@ use crate::tensor::Tensor;
 /// `chunks[i]` elements (concat along an axis whose outer product is `outer`).
 pub fn concat_kernel(parts: &[&[f32]], chunks: &[usize], outer: usize) -> Vec<f32> {
     let total: usize = chunks.iter().sum();
-    let mut out = Vec::with_capacity(outer * total);
+    let mut out = buffer(outer * total);
+    let mut pos = 0;
     for o in 0..outer {
         for (p, &c) in parts.iter().zip(chunks) {
-            out.extend_from_slice(&p[o * c..(o + 1) * c]);
+            out[pos..pos + c].copy_from_slice(&p[o * c..(o + 1) * c]);
+            pos += c;
         }
     }
     out
@@ -44,11 +47,13 @@ pub fn split_kernel(data: &[f32], chunks: &[usize], outer: usize, keep: &[bool])
 /// `x` viewed as `[outer, size, inner]`; the output is `[outer, indices.len(), inner]`
 /// with `out[o, j, :] = x[o, indices[j], :]`. Indices must be `< size`.
 pub fn index_select_kernel(x: &[f32], outer: usize, size: usize, inner: usize, indices: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(outer * indices.len() * inner);
+    let mut out = buffer(outer * indices.len() * inner);
+    let mut pos = 0;
     for o in 0..outer {
         let base = o * size * inner;
         for &i in indices {
-            out.extend_from_slice(&x[base + i * inner..base + (i + 1) * inner]);
+            out[pos..pos + inner].copy_from_slice(&x[base + i * inner..base + (i + 1) * inner]);
+            pos += inner;
         }
     }
     out
@@ -57,7 +62,7 @@ pub fn index_select_kernel(x: &[f32], outer: usize, size: usize, inner: usize, i
 /// The adjoint of [`index_select_kernel`]: zeros of `[outer, size, inner]` with every
 /// row `g[o, j, :]` added into row `indices[j]` (repeated indices accumulate).
 pub fn index_add_kernel(g: &[f32], outer: usize, size: usize, inner: usize, indices: &[usize]) -> Vec<f32> {
-    let mut out = vec![0.0; outer * size * inner];
+    let mut out = zeroed(outer * size * inner);
     let n = indices.len();
     for o in 0..outer {
         for (j, &i) in indices.iter().enumerate() {
@@ -106,7 +111,7 @@ pub fn take_kernel(x: &[f32], offsets: &[usize]) -> Vec<f32> {
 
 /// The adjoint of [`take_kernel`]: zeros of length `len` with `g[i]` added at `offsets[i]`.
 pub fn put_add_kernel(g: &[f32], offsets: &[usize], len: usize) -> Vec<f32> {
-    let mut out = vec![0.0; len];
+    let mut out = zeroed(len);
     for (&o, &v) in offsets.iter().zip(g) {
         out[o] += v;
     }
@@ -116,7 +121,7 @@ pub fn put_add_kernel(g: &[f32], offsets: &[usize], len: usize) -> Vec<f32> {
 /// `x` viewed as `[outer, n, inner]`, shifted by `k` along the middle axis with zero
 /// fill: `out[o, i, :] = x[o, i - k, :]` where `0 <= i - k < n`, else 0.
 pub fn shift_kernel(x: &[f32], outer: usize, n: usize, inner: usize, k: isize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = zeroed(x.len());
     let m = k.unsigned_abs().min(n);
     let len = (n - m) * inner;
     for o in 0..outer {
@@ -134,17 +139,19 @@ pub fn shift_kernel(x: &[f32], outer: usize, n: usize, inner: usize, k: isize) -
 /// already broadcast to `shape` (zero strides repeat elements). A NaN condition counts
 /// as true.
 pub fn select_kernel(shape: &Shape, c: (&[f32], &Layout), a: (&[f32], &Layout), b: (&[f32], &Layout)) -> Vec<f32> {
-    let mut out = Vec::with_capacity(shape.numel());
+    let mut out = buffer(shape.numel());
+    let mut pos = 0;
     let (cd, ad, bd) = (c.0, a.0, b.0);
     for_each_row(
         shape.dims(),
         &[&c.1.strides, &a.1.strides, &b.1.strides],
         &[c.1.offset, a.1.offset, b.1.offset],
         |base, len, inner| {
-            for k in 0..len {
+            for (k, o) in out[pos..pos + len].iter_mut().enumerate() {
                 let cv = cd[base[0] + k * inner[0]];
-                out.push(if cv != 0.0 { ad[base[1] + k * inner[1]] } else { bd[base[2] + k * inner[2]] });
+                *o = if cv != 0.0 { ad[base[1] + k * inner[1]] } else { bd[base[2] + k * inner[2]] };
             }
+            pos += len;
         },
     );
     out
@@ -191,6 +198,7 @@ fn first<'a>(op: &'static str, tensors: &[&'a Tensor]) -> Result<&'a Tensor> {
 impl Tensor {
     /// Join tensors along an existing `axis`; every other axis must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let _p = crate::profile::fwd("concat");
         let op = "concat";
         let t0 = first(op, tensors)?;
         let axis = resolve_axis(op, axis, t0.rank())?;
@@ -210,6 +218,7 @@ impl Tensor {
 
     /// Join equally shaped tensors along a new `axis` (in the output's numbering).
     pub fn stack(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let _p = crate::profile::fwd("stack");
         let op = "stack";
         let t0 = first(op, tensors)?;
         let axis = resolve_axis(op, axis, t0.rank() + 1)?;
@@ -257,6 +266,7 @@ impl Tensor {
     /// The slices `indices[j]` along `axis`, in that order (repeats allowed): the
     /// output has `indices.len()` entries along `axis`. The gradient scatter-adds.
     pub fn index_select(&self, axis: isize, indices: &[usize]) -> Result<Tensor> {
+        let _p = crate::profile::fwd("index_select");
         let op = "index_select";
         let axis = self.shape_obj().axis(op, axis)?;
         let dims = self.shape();
@@ -280,6 +290,7 @@ impl Tensor {
     /// `ids_shape`): the output is `[..ids_shape, dim]`. The gradient scatter-adds into
     /// the picked rows.
     pub fn embedding(&self, ids: &[usize], ids_shape: &[usize]) -> Result<Tensor> {
+        let _p = crate::profile::fwd("embedding");
         let op = "embedding";
         if self.rank() != 2 {
             return Err(Error::InvalidArgument {
@@ -328,6 +339,7 @@ impl Tensor {
     /// input, `out[i][j][k] = self[i][index[i][j][k]][k]`. The output has `index_shape`;
     /// the gradient scatter-adds (repeated picks accumulate).
     pub fn gather(&self, axis: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
+        let _p = crate::profile::fwd("gather");
         let op = "gather";
         let axis = self.shape_obj().axis(op, axis)?;
         let ishape = Shape::from(index_shape);
@@ -371,6 +383,7 @@ impl Tensor {
     /// Positive `k` moves elements to higher indices (`shift(1)` along time gives each
     /// step the previous token); `|k| >= size` gives zeros.
     pub fn shift(&self, axis: isize, k: isize) -> Result<Tensor> {
+        let _p = crate::profile::fwd("shift");
         let axis = self.shape_obj().axis("shift", axis)?;
         let dims = self.shape();
         let (outer, n, inner) = (dims[..axis].iter().product(), dims[axis], dims[axis + 1..].iter().product());
@@ -427,6 +440,7 @@ impl Tensor {
     /// `cond` is a 0/1 mask and gets no gradient; `a` and `b` get the gradient where
     /// they were picked, summed back to their shapes.
     pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::fwd("where");
         let op = "where";
         let shape = broadcast_shape(op, &broadcast_shape(op, cond.shape_obj(), a.shape_obj())?, b.shape_obj())?;
         let (lc, la, lb) = (
@@ -444,6 +458,7 @@ impl Tensor {
 
     /// `value` where `mask != 0`, else `self`; `mask` broadcasts to `self`'s shape.
     pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Tensor> {
+        let _p = crate::profile::fwd("masked_fill");
         let op = "masked_fill";
         let shape = self.shape_obj();
         let lm = mask.layout.broadcast_to(op, shape)?;
