@@ -14,6 +14,9 @@ pub enum Error {
     Broadcast { op: &'static str, lhs: Shape, rhs: Shape, axis: usize, lhs_size: usize, rhs_size: usize },
     /// Matrix product whose inner dimensions (or batch dimensions) disagree.
     MatMul { op: &'static str, lhs: Shape, rhs: Shape, detail: String },
+    /// Tensors joined along `axis` (concat, stack) whose shapes do not fit together:
+    /// ranks differ, or (concat) sizes differ off `axis`, or (stack) shapes differ.
+    Join { op: &'static str, axis: usize, lhs: Shape, rhs: Shape },
     /// A reshape to a different number of elements.
     Reshape { from: Shape, to: Shape },
     /// An axis out of range for a tensor of rank `rank`.
@@ -51,6 +54,9 @@ impl fmt::Display for Error {
                 write!(f, "{op}: cannot broadcast {lhs} with {rhs}: axis {axis} has sizes {lhs_size} and {rhs_size}")
             }
             Error::MatMul { op, lhs, rhs, detail } => write!(f, "{op}: {lhs} x {rhs}: {detail}"),
+            Error::Join { op, axis, lhs, rhs } => {
+                write!(f, "{op} along axis {axis}: cannot join shape {lhs} with shape {rhs}")
+            }
             Error::Reshape { from, to } => {
                 write!(f, "reshape: {} elements of {from} cannot become {to} ({} elements)", from.numel(), to.numel())
             }

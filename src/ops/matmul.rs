@@ -96,6 +96,8 @@ pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
 }
 
 /// If the axes `dims` (with `strides`) can be walked as a single axis, its stride.
+/// A stride of 0 is real (a broadcast operand, e.g. the gradient of a sum) and must be
+/// passed on as 0, not rounded up: only the output may not alias.
 fn merged_stride(dims: &[usize], strides: &[usize]) -> Option<usize> {
     let pairs: Vec<(usize, usize)> =
         dims.iter().copied().zip(strides.iter().copied()).filter(|(d, _)| *d != 1).collect();
@@ -143,7 +145,7 @@ fn batched_gemm(
             && !ostr[..nb].contains(&0)
         {
             let mm: usize = lm.iter().product();
-            let a = MatRef { data: ld, offset: l.offset, rows: mm, cols: k, rs: lrs.max(1), cs: ls[nb + 1] };
+            let a = MatRef { data: ld, offset: l.offset, rows: mm, cols: k, rs: lrs, cs: ls[nb + 1] };
             let b = MatRef { data: rd, offset: r.offset, rows: k, cols: n, rs: rs[nb], cs: rs[nb + 1] };
             if out_layout.offset == 0 && ors == n && os[nb + 1] == 1 && od.len() == mm * n {
                 gemm_dense(a, b, od, Accum::Replace);
@@ -160,8 +162,8 @@ fn batched_gemm(
         let rk: Vec<usize> = rs[..nb].iter().copied().chain([rs[nb]]).collect();
         if let (Some(lcs), Some(rrs)) = (merged_stride(&kk, &lk), merged_stride(&kk, &rk)) {
             let kt = kk.iter().product();
-            let a = MatRef { data: ld, offset: l.offset, rows: m, cols: kt, rs: ls[nb], cs: lcs.max(1) };
-            let b = MatRef { data: rd, offset: r.offset, rows: kt, cols: n, rs: rrs.max(1), cs: rs[nb + 1] };
+            let a = MatRef { data: ld, offset: l.offset, rows: m, cols: kt, rs: ls[nb], cs: lcs };
+            let b = MatRef { data: rd, offset: r.offset, rows: kt, cols: n, rs: rrs, cs: rs[nb + 1] };
             if out_layout.offset == 0 && os[nb] == n && os[nb + 1] == 1 && od.len() == m * n {
                 gemm_dense(a, b, od, Accum::Replace);
             } else {

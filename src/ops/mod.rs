@@ -5,6 +5,7 @@
 pub mod dropout;
 pub mod elementwise;
 pub mod fused;
+pub mod index;
 pub mod matmul;
 pub mod reduce;
 pub mod view;

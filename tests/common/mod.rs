@@ -15,7 +15,13 @@ pub fn rand_tensor(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng) -> Tensor {
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() { g.is_nan() } else { (g as f64 - w).abs() <= atol + rtol * w.abs() };
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g as f64 == w
+        } else {
+            (g as f64 - w).abs() <= atol + rtol * w.abs()
+        };
         assert!(ok, "{what}: element {i}: got {g}, reference {w}");
     }
 }
@@ -128,9 +134,10 @@ pub fn make_view(data: &[f32], shape: &[usize], view: View) -> Tensor {
             let last = shape[r - 1];
             let mut wide_shape = shape.to_vec();
             wide_shape[r - 1] += 1;
-            let mut wide = Vec::with_capacity(data.len() + data.len() / last.max(1));
-            for row in data.chunks(last.max(1)) {
-                wide.extend_from_slice(row);
+            let rows: usize = shape[..r - 1].iter().product();
+            let mut wide = Vec::with_capacity(data.len() + rows);
+            for i in 0..rows {
+                wide.extend_from_slice(&data[i * last..(i + 1) * last]);
                 wide.push(f32::NAN); // never read through the view
             }
             Tensor::from_vec(wide, wide_shape).unwrap().narrow(-1, 0, last).unwrap()
