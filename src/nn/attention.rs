@@ -1,6 +1,5 @@
 //! Multi-head self-attention with a fused q/k/v projection.
 
-use super::stubs_tmp as f;
 use super::{Linear, Module, prefixed};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -94,7 +93,9 @@ impl MultiHeadSelfAttention {
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(1.0 / (dh as f32).sqrt()); // [b, h, t, t]
         if self.causal {
-            scores = f::mask_future(&scores)?;
+            // Keys after the query get -inf before the softmax.
+            let future = Tensor::causal_mask(t).rsub_scalar(1.0);
+            scores = scores.masked_fill(&future, f32::NEG_INFINITY)?;
         }
         let attn = scores.softmax(-1)?;
         let out = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;

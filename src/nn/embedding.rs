@@ -1,7 +1,6 @@
 //! Lookup table of learned vectors.
 
 use super::Module;
-use super::stubs_tmp as f;
 use crate::error::Result;
 use crate::init;
 use crate::rng::Rng;
@@ -30,7 +29,7 @@ impl Embedding {
     /// Vectors of `ids` (row-major, shaped `ids_shape`): output `ids_shape + [dim]`.
     /// An id `>= vocab` is an `Error::Index`.
     pub fn forward(&self, ids: &[usize], ids_shape: &[usize]) -> Result<Tensor> {
-        f::embedding(&self.weight, ids, ids_shape)
+        self.weight.embedding(ids, ids_shape)
     }
 }
 

@@ -12,7 +12,6 @@ mod embedding;
 mod linear;
 mod mlp;
 mod norm;
-pub(crate) mod stubs_tmp;
 
 pub use attention::MultiHeadSelfAttention;
 pub use embedding::Embedding;
