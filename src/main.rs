@@ -18,6 +18,10 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "fixpoint", version, about = "From-scratch CPU tensor engine: training jobs and reproduction")]
 struct Cli {
+    /// Worker threads (default: RAYON_NUM_THREADS, else one per core). Results are
+    /// bit-identical for every thread count.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +32,25 @@ enum Command {
     Mlp(MlpArgs),
     /// Run every job (the quick presets with --quick) and print a summary table.
     Reproduce(ReproduceArgs),
+    /// Benchmarks whose figures are ratios against baselines measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Core ops: Linear vs raw sgemm, elementwise vs STREAM triad, softmax and layer_norm vs copy.
+    Core(BenchCoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchCoreArgs {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 9)]
+    reps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -255,6 +278,36 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
     Ok(())
 }
 
+fn cmd_bench_core(a: &BenchCoreArgs) -> CliResult<()> {
+    if a.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    let r = fixpoint::bench::core::run(a.reps).map_err(|e| e.to_string())?;
+    println!("bench core: {} thread(s), medians of {} repetitions", r.threads, a.reps);
+    println!(
+        "  Linear 256x784->512 fwd+bwd {:.3} ms vs 3 raw sgemm {:.3} ms",
+        r.linear_fwd_bwd_s * 1e3,
+        r.sgemm3_s * 1e3
+    );
+    println!("  mul 16M {:.3} ms vs STREAM triad {:.3} ms", r.mul_s * 1e3, r.triad_s * 1e3);
+    let mut ratios = vec![
+        ("linear_fwd_bwd_over_sgemm".to_string(), r.linear_fwd_bwd_over_sgemm, 1.25),
+        ("elementwise_over_triad".to_string(), r.elementwise_over_triad, 1.5),
+    ];
+    for (name, op, copy) in &r.row_ops {
+        println!("  {name} (4096, 768) {:.3} ms vs copy {:.3} ms", op * 1e3, copy * 1e3);
+        ratios.push((format!("{name}_over_copy"), op / copy, 2.0));
+    }
+    for (name, ratio, target) in ratios {
+        let verdict = if ratio <= target { "meets" } else { "MISSES" };
+        println!("  {name:<28} {ratio:>6.3}  (target <= {target}: {verdict})");
+    }
+    if a.json {
+        println!("{}", r.to_json());
+    }
+    Ok(())
+}
+
 /// The first line of a clap error (it starts with `error:`), without usage text.
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
@@ -271,7 +324,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("error: no subcommand given (mlp, reproduce); see `fixpoint --help`");
+                eprintln!("error: no subcommand given (mlp, reproduce, bench); see `fixpoint --help`");
                 return ExitCode::from(2);
             }
             _ => {
@@ -280,10 +333,24 @@ fn main() -> ExitCode {
             }
         },
     };
-    let result = match &cli.command {
+    let threads = cli.threads.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()));
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|_| cli.threads.is_none())
+        .or(threads);
+    // The whole job runs inside one pool: an op dispatched from outside the pool pays a
+    // cross-thread wake-up (15-20 us) every time.
+    let result = fixpoint::cpu::par::with_threads(threads, || match &cli.command {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Reproduce(a) => cmd_reproduce(a),
-    };
+        Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
+    })
+    .and_then(|r| r);
+    if fixpoint::profile::enabled() {
+        eprintln!("FIXPOINT_PROFILE: time per op (outermost ops only; forward and backward separately)");
+        eprint!("{}", fixpoint::profile::report());
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -24,8 +24,9 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// Run `f` inside a rayon pool of `n` threads (`None`: the global pool). Running a
-/// whole training step inside one pool avoids the cross-thread dispatch per op.
+/// Run `f` inside a rayon pool of `n` threads (`None`: on the calling thread with the
+/// global pool). Running a whole training step inside one pool avoids the cross-thread
+/// dispatch per op.
 pub fn with_threads<R: Send>(n: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, String> {
     match n {
         None => Ok(f()),

@@ -78,11 +78,11 @@ fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// Sigmoid on 8 lanes: `0.5 * (1 + tanh(x / 2))` is exact in form and saturates cleanly.
+/// Sigmoid on 8 lanes: `1 / (1 + e^-x)`; saturates to 0 (e^-x = inf) and 1.
 #[inline(always)]
 fn sigmoid8(x: wide::f32x8) -> wide::f32x8 {
-    let half = wide::f32x8::splat(0.5);
-    half + half * (x * half).tanh()
+    let one = wide::f32x8::ONE;
+    one / (one + simd::exp8(-x))
 }
 
 #[inline(always)]
@@ -142,7 +142,7 @@ impl Unary {
         let one = f32x8::ONE;
         match *self {
             Unary::Neg => map(x, out, |v| -v),
-            Unary::Exp => simd::map1(x, out, |v| v.exp(), f32::exp),
+            Unary::Exp => simd::map1(x, out, simd::exp8, f32::exp),
             Unary::Log => simd::map1(x, out, |v| v.ln(), f32::ln),
             Unary::Sqrt => map(x, out, f32::sqrt),
             Unary::Recip => map(x, out, |v| 1.0 / v),
@@ -160,7 +160,7 @@ impl Unary {
             ),
             Unary::Silu => simd::map1(x, out, |v| v * sigmoid8(v), |v| v * sigmoid(v)),
             Unary::Sigmoid => simd::map1(x, out, sigmoid8, sigmoid),
-            Unary::Softplus => simd::map1(x, out, |v| v.max(zero) + (-v.abs()).exp().ln_1p(), softplus),
+            Unary::Softplus => simd::map1(x, out, |v| v.max(zero) + simd::exp8(-v.abs()).ln_1p(), softplus),
             Unary::Tanh => simd::map1(x, out, |v| v.tanh(), f32::tanh),
             Unary::Square => map(x, out, |v| v * v),
             Unary::Powf(p) => map(x, out, |v| v.powf(p)),

@@ -14,6 +14,7 @@
 //! and one mean and rstd per row.
 
 use crate::autograd::{Backward, Node, is_grad_enabled};
+use crate::cpu::simd::exp8;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::ops::reduce::sum_slice;
@@ -55,11 +56,23 @@ pub fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `out_i = exp(x_i - shift)`; returns `Σ out_i`.
+/// `out_i = exp(x_i - shift)`; returns `Σ out_i` (summed in the same pass).
 pub fn exp_sub(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
     let sh = f32x8::splat(shift);
-    crate::cpu::simd::map1(x, out, |v| (v - sh).exp(), |v| (v - shift).exp());
-    sum_slice(out)
+    let (xc, xt) = x.as_chunks::<8>();
+    let (oc, ot) = out.as_chunks_mut::<8>();
+    let mut acc = f32x8::ZERO;
+    for (o, v) in oc.iter_mut().zip(xc) {
+        let e = exp8(f32x8::new(*v) - sh);
+        acc += e;
+        *o = e.to_array();
+    }
+    let mut s = acc.reduce_add();
+    for (o, &v) in ot.iter_mut().zip(xt) {
+        *o = (v - shift).exp();
+        s += *o;
+    }
+    s
 }
 
 /// `Σ exp(x_i - shift)` without writing the terms out.
@@ -68,7 +81,7 @@ pub fn sum_exp_sub(x: &[f32], shift: f32) -> f32 {
     let sh = f32x8::splat(shift);
     let mut acc = f32x8::ZERO;
     for c in chunks {
-        acc += (f32x8::new(*c) - sh).exp();
+        acc += exp8(f32x8::new(*c) - sh);
     }
     let mut s = acc.reduce_add();
     for &v in rest {
