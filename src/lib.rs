@@ -21,6 +21,7 @@ pub mod init;
 pub mod layout;
 pub mod ops;
 pub mod rng;
+pub mod run;
 pub mod shape;
 pub mod storage;
 pub mod tensor;
