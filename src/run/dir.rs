@@ -25,7 +25,6 @@ fn is_harness_file(name: &str) -> bool {
     matches!(name, CONFIG_FILE | METRICS_FILE | SUMMARY_FILE)
         || crate::run::checkpoint::step_of_file_name(name).is_some()
         || name.ends_with(".png")
-        || name.ends_with(".svg")
         || (name.starts_with('.') && name.ends_with(".tmp"))
         || (name.starts_with('.') && name.contains(".tmp."))
 }
@@ -58,6 +57,12 @@ impl RunDir {
         }
         let path = match out {
             Some(p) => p,
+            None if resume => {
+                return Err(Error::InvalidArgument {
+                    op: "--resume",
+                    message: "needs --out DIR, the run directory to continue".into(),
+                });
+            }
             None => return Self::create_default(Path::new("runs"), command),
         };
         let mut resuming = false;
@@ -92,7 +97,7 @@ impl RunDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(&path).map_err(|e| io_error(&path, "cannot create the run directory", e))?;
             }
-            Err(e) => return Err(io_error(&path, "--out", e)),
+            Err(e) => return Err(io_error(&path, "cannot create the run directory", e)),
         }
         check_writable(&path)?;
         Ok(RunDir { path, resume: resuming })

@@ -34,11 +34,15 @@
 //!         run.save_checkpoint(&ck)?;
 //!     }
 //! }
-//! let line = run.finish(&serde_json::json!({ "final_loss": 0.5 }), &run_checkpoint(step))?;
-//! println!("{line}"); // with --json
+//! let ck = run.checkpoint(step); // with the same state as above
+//! let line = run.finish(&serde_json::json!({ "final_loss": 0.5 }), &ck)?;
+//! println!("{line}"); // with --json: the same text as summary.json
 //! # Ok(()) }
-//! # fn run_checkpoint(step: u64) -> fixpoint::run::Checkpoint { fixpoint::run::Checkpoint::new(step, serde_json::Value::Null) }
 //! ```
+//!
+//! The harness owns the process's Ctrl-C/SIGTERM handler (`ctrlc` allows one per
+//! process); set [`RunOptions::handle_signals`] to false to leave signals alone.
+//! `src/bin/harness_demo.rs` is a complete example.
 
 pub mod checkpoint;
 pub mod dir;
@@ -314,4 +318,37 @@ fn changed_keys(old: &Value, new: &Value) -> Vec<String> {
     let (Some(a), Some(b)) = (old.as_object(), new.as_object()) else { return vec!["(whole configuration)".into()] };
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter().filter(|k| k.as_str() != "out" && a.get(*k) != b.get(*k)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn run_args_parse_and_map_to_options() {
+        let c = Cli::try_parse_from(["x", "--out", "d", "--resume", "--ckpt-every", "50", "--keep", "2", "--quiet"])
+            .unwrap();
+        let o = c.run.options();
+        assert_eq!(o.out.as_deref(), Some(Path::new("d")));
+        assert!(o.resume && !o.force);
+        assert_eq!((o.ckpt_every, o.keep, o.progress), (50, 2, ProgressMode::Quiet));
+        let d = Cli::try_parse_from(["x"]).unwrap().run;
+        assert_eq!(d, RunArgs { keep: 3, ..RunArgs::default() });
+        assert_eq!(d.options().progress, ProgressMode::Auto);
+        assert!(Cli::try_parse_from(["x", "--force", "--resume"]).is_err());
+    }
+
+    #[test]
+    fn changed_keys_ignores_out() {
+        let a = serde_json::json!({ "out": "a", "lr": 1, "seed": 2 });
+        let b = serde_json::json!({ "out": "b", "lr": 3, "steps": 4, "seed": 2 });
+        assert_eq!(changed_keys(&a, &b), ["lr", "steps"]);
+    }
 }

@@ -220,7 +220,9 @@ where
             .draw()
             .map_err(|e| s(&e))?;
     } else {
-        chart.configure_mesh().x_labels(0).y_labels(0).disable_x_mesh().disable_y_mesh().draw().map_err(|e| s(&e))?;
+        // No text at all: just a frame around the plotting area (inside the 16 px margin).
+        let (w, h) = (SIZE.0 as i32, SIZE.1 as i32);
+        root.draw(&Rectangle::new([(16, 16), (w - 17, h - 17)], BLACK.stroke_width(1))).map_err(|e| s(&e))?;
     }
     for (i, series) in plot.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];

@@ -2,7 +2,7 @@
 //! is a terminal, plain periodic lines otherwise (CI logs stay readable), nothing with
 //! `--quiet`.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -42,8 +42,11 @@ impl Progress {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style =
-                ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+                ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {rate} ETA {eta} {msg}")
                     .expect("the template is valid")
+                    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{} steps/s", format_number(s.per_sec()));
+                    })
                     .progress_chars("=> ");
             pb.set_style(style);
             pb.set_position(start_step);
@@ -197,5 +200,20 @@ mod tests {
         let l = plain_line(40, 100, &[("loss", 0.5)], 40, 4.0);
         assert_eq!(l, "step 40/100 (40%) loss=0.5 | 10 steps/s, elapsed 4s, ETA 6s");
         assert_eq!(plain_line(0, 10, &[], 0, 0.0), "step 0/10 (0%)");
+    }
+
+    #[test]
+    fn every_mode_updates_without_failing() {
+        // Under `cargo test` stderr is usually not a terminal: the bar is then hidden by
+        // indicatif, but the calls must still work.
+        for mode in [ProgressMode::Auto, ProgressMode::Bar, ProgressMode::Plain, ProgressMode::Quiet] {
+            let mut p = Progress::new(10, 2, mode, 4);
+            assert_ne!(p.mode(), ProgressMode::Auto);
+            for step in 3..=10 {
+                p.update(step, &[("loss", 1.0 / step as f64)]);
+            }
+            p.println("message");
+            p.finish();
+        }
     }
 }
