@@ -27,6 +27,7 @@ pub mod ops;
 pub mod optim;
 pub mod profile;
 pub mod rng;
+pub mod run;
 pub mod shape;
 pub mod storage;
 pub mod tensor;
