@@ -79,7 +79,7 @@ pub fn exp8(x: f32x8) -> f32x8 {
     // SAFETY: i32x8 and f32x8 are both 32-byte plain-old-data vectors; this is a bit cast.
     let pow2n: f32x8 = unsafe { std::mem::transmute::<i32x8, f32x8>(bits) };
     let y = e * pow2n;
-    let y = x.simd_gt(f32x8::splat(88.722_84)).blend(f32x8::splat(f32::INFINITY), y);
-    let y = x.simd_lt(lo).blend(f32x8::ZERO, y);
-    x.is_nan().blend(x, y)
+    let y = x.simd_gt(f32x8::splat(88.722_84)).select(f32x8::splat(f32::INFINITY), y);
+    let y = x.simd_lt(lo).select(f32x8::ZERO, y);
+    x.is_nan().select(x, y)
 }
