@@ -11,7 +11,8 @@
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use fixpoint::nn::Activation;
-use fixpoint::train::{MlpConfig, MlpReport, train_mlp_with};
+use fixpoint::run::{Run, RunArgs};
+use fixpoint::train::{MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -35,6 +36,17 @@ enum Command {
     /// Benchmarks whose figures are ratios against baselines measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Inspect run directories written by training commands.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// Print a run's configuration, summary and checkpoints.
+    Show { dir: std::path::PathBuf },
+    /// Redraw a run's plots from its metrics.jsonl.
+    Plot { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,7 +67,9 @@ struct BenchCoreArgs {
 
 #[derive(Args, Debug)]
 struct MlpArgs {
-    /// Print one JSON object as the last line of stdout.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print one JSON object as the last line of stdout (the same as summary.json).
     #[arg(long)]
     json: bool,
     /// Start from the quick preset instead of the full one.
@@ -176,10 +190,8 @@ fn num(x: f32) -> Value {
     json!(v)
 }
 
-fn mlp_json(c: &MlpConfig, r: &MlpReport, preset: &str) -> Value {
-    let every = (c.steps / 100).max(1);
-    let curve: Vec<Value> = r.losses.iter().step_by(every).map(|&l| num(l)).collect();
-    json!({
+fn mlp_json(c: &MlpConfig, r: Option<&MlpReport>, preset: &str) -> Value {
+    let mut j = json!({
         "preset": preset,
         "seed": c.seed,
         "steps": c.steps,
@@ -197,17 +209,22 @@ fn mlp_json(c: &MlpConfig, r: &MlpReport, preset: &str) -> Value {
             "points_per_class": c.data.points_per_class,
             "turns": num(c.data.turns),
             "noise": num(c.data.noise),
-            "train_size": r.train_size,
-            "test_size": r.test_size,
         },
-        "num_params": r.num_params,
-        "train_accuracy": r.train_accuracy,
-        "test_accuracy": r.test_accuracy,
-        "first_loss": r.losses.first().copied().map(num),
-        "final_loss": num(r.final_loss()),
-        "loss_curve": {"every": every, "values": curve},
-        "wall_seconds": r.wall_seconds,
-    })
+    });
+    if let Some(r) = r {
+        let every = (c.steps / 100).max(1);
+        let curve: Vec<Value> = r.losses.iter().step_by(every).map(|&l| num(l)).collect();
+        j["data"]["train_size"] = json!(r.train_size);
+        j["data"]["test_size"] = json!(r.test_size);
+        j["num_params"] = json!(r.num_params);
+        j["train_accuracy"] = json!(r.train_accuracy);
+        j["test_accuracy"] = json!(r.test_accuracy);
+        j["first_loss"] = json!(r.losses.first().copied().map(num));
+        j["final_loss"] = num(r.final_loss());
+        j["loss_curve"] = json!({"every": every, "values": curve});
+        j["wall_seconds"] = json!(r.wall_seconds);
+    }
+    j
 }
 
 fn describe(c: &MlpConfig, r: &MlpReport) -> String {
@@ -239,7 +256,33 @@ fn run_mlp(c: &MlpConfig, progress: bool) -> CliResult<MlpReport> {
 
 fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
     let c = mlp_config(a)?;
-    let r = run_mlp(&c, true)?;
+    let preset = if a.quick { "quick" } else { "full" };
+    let mut config = mlp_json(&c, None, preset);
+    config["threads"] = json!(rayon::current_num_threads());
+    let mut run = Run::start("mlp", config, c.steps as u64, a.run.options()).map_err(|e| e.to_string())?;
+    let mut t = MlpTrainer::new(&c).map_err(|e| e.to_string())?;
+    if let Some(ck) = run.take_resumed() {
+        t.restore(&ck).map_err(|e| e.to_string())?;
+        run.println(&format!("resumed at step {}", t.step_index()));
+    }
+    let e = |e: fixpoint::Error| e.to_string();
+    while !t.done() {
+        let lr = t.lr();
+        let loss = t.step().map_err(e)?;
+        let step = t.step_index() as u64;
+        run.log(step, &[("loss", loss as f64), ("lr", lr as f64)]).map_err(e)?;
+        if run.checkpoint_due(step) {
+            run.save_checkpoint(&t.save_state(run.checkpoint(step))).map_err(e)?;
+        }
+        if run.interrupted() && !t.done() {
+            let ck = t.save_state(run.checkpoint(step));
+            let code = run.finish_interrupted(&ck).map_err(e)?;
+            std::process::exit(code);
+        }
+    }
+    let r = t.report().map_err(e)?;
+    let step = t.step_index() as u64;
+    run.log_eval(step, &[("train_accuracy", r.train_accuracy), ("test_accuracy", r.test_accuracy)]).map_err(e)?;
     println!("{}", describe(&c, &r));
     println!(
         "train accuracy {:.2}%  test accuracy {:.2}%  final loss {:.4}  wall {:.2} s",
@@ -248,8 +291,23 @@ fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
         r.final_loss(),
         r.wall_seconds
     );
+    let summary = mlp_json(&c, Some(&r), preset);
+    let ck = t.save_state(run.checkpoint(step));
+    let line = run.finish(&summary, &ck).map_err(e)?;
     if a.json {
-        println!("{}", mlp_json(&c, &r, if a.quick { "quick" } else { "full" }));
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn cmd_runs(c: &RunsCommand) -> CliResult<()> {
+    match c {
+        RunsCommand::Show { dir } => print!("{}", fixpoint::run::show_run(dir).map_err(|e| e.to_string())?),
+        RunsCommand::Plot { dir } => {
+            for p in fixpoint::run::replot(dir).map_err(|e| e.to_string())? {
+                println!("{}", p.display());
+            }
+        }
     }
     Ok(())
 }
@@ -273,7 +331,7 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
         r.wall_seconds
     );
     if a.json {
-        println!("{}", json!({ "mlp": mlp_json(&c, &r, preset) }));
+        println!("{}", json!({ "mlp": mlp_json(&c, Some(&r), preset) }));
     }
     Ok(())
 }
@@ -324,7 +382,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("error: no subcommand given (mlp, reproduce, bench); see `fixpoint --help`");
+                eprintln!("error: no subcommand given (mlp, reproduce, bench, runs); see `fixpoint --help`");
                 return ExitCode::from(2);
             }
             _ => {
@@ -345,6 +403,7 @@ fn main() -> ExitCode {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
+        Command::Runs(c) => cmd_runs(c),
     })
     .and_then(|r| r);
     if fixpoint::profile::enabled() {

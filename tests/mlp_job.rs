@@ -73,7 +73,12 @@ fn bad_config_is_an_error() {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fixpoint")).args(args).output().expect("run the binary");
+    // Run in the temp dir: training commands write runs/<command>-<time>/ under the cwd.
+    let out = Command::new(env!("CARGO_BIN_EXE_fixpoint"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run the binary");
     (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 

@@ -8,6 +8,7 @@ use crate::nn::{Activation, Mlp, Module, num_params};
 use crate::ops::fused::CrossEntropyOpts;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroup, clip_grad_norm};
 use crate::rng::Rng;
+use crate::run::Checkpoint;
 use std::time::Instant;
 
 /// Everything that determines an MLP run. Equal configs give bit-identical loss curves.
@@ -124,61 +125,159 @@ pub fn train_mlp(cfg: &MlpConfig) -> Result<MlpReport> {
     train_mlp_with(cfg, |_, _| {})
 }
 
-/// Train an MLP on the spirals, calling `on_step(step, loss)` after every step.
+/// Train with a callback after every step (`step` counted from 0, loss).
 pub fn train_mlp_with(cfg: &MlpConfig, mut on_step: impl FnMut(usize, f32)) -> Result<MlpReport> {
-    cfg.validate()?;
-    let start = Instant::now();
-    let root = Rng::new(cfg.seed);
-    let (train, test) = spirals(&cfg.data, cfg.seed)?;
-    let dims: Vec<usize> =
-        std::iter::once(train.dim).chain(cfg.hidden.iter().copied()).chain([train.classes]).collect();
-    let mut model = Mlp::new(&dims, cfg.activation, &mut root.stream("init"))?;
-    let no_decay = ParamGroup::predicate(|n: &str| n.ends_with("bias"), 0.0, 1.0);
-    let mut opt =
-        AdamW::with_groups(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() }, vec![no_decay])?;
-    // The last step (index steps - 1) runs at final_lr.
-    let last = cfg.steps - 1;
-    let schedule = LrSchedule::warmup_cosine(cfg.lr, cfg.warmup_steps.min(last), last, cfg.final_lr)?;
+    let mut t = MlpTrainer::new(cfg)?;
+    while !t.done() {
+        let step = t.step_index();
+        let l = t.step()?;
+        on_step(step, l);
+    }
+    t.report()
+}
 
-    let mut batches = root.stream("batches");
-    let bs = cfg.batch_size.min(train.len());
-    let mut order = batches.permutation(train.len());
-    let mut pos = 0;
-    let mut losses = Vec::with_capacity(cfg.steps);
-    for step in 0..cfg.steps {
-        if pos + bs > order.len() {
-            order = batches.permutation(train.len());
-            pos = 0;
+/// The MLP job as a state machine, one [`MlpTrainer::step`] at a time, so that a driver
+/// (the CLI with the run harness) can log, checkpoint and stop between steps.
+pub struct MlpTrainer {
+    cfg: MlpConfig,
+    model: Mlp,
+    opt: AdamW,
+    schedule: LrSchedule,
+    train: Dataset,
+    test: Dataset,
+    /// The batch-order stream as it was when the current epoch's order was drawn.
+    epoch_rng: Rng,
+    /// The stream after drawing it (draws the next epoch's order).
+    batches: Rng,
+    order: Vec<usize>,
+    pos: usize,
+    step: usize,
+    losses: Vec<f32>,
+    start: Instant,
+}
+
+impl MlpTrainer {
+    pub fn new(cfg: &MlpConfig) -> Result<MlpTrainer> {
+        cfg.validate()?;
+        let root = Rng::new(cfg.seed);
+        let (train, test) = spirals(&cfg.data, cfg.seed)?;
+        let dims: Vec<usize> =
+            std::iter::once(train.dim).chain(cfg.hidden.iter().copied()).chain([train.classes]).collect();
+        let model = Mlp::new(&dims, cfg.activation, &mut root.stream("init"))?;
+        let no_decay = ParamGroup::predicate(|n: &str| n.ends_with("bias"), 0.0, 1.0);
+        let opt = AdamW::with_groups(
+            AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() },
+            vec![no_decay],
+        )?;
+        // The last step (index steps - 1) runs at final_lr.
+        let last = cfg.steps - 1;
+        let schedule = LrSchedule::warmup_cosine(cfg.lr, cfg.warmup_steps.min(last), last, cfg.final_lr)?;
+        let epoch_rng = root.stream("batches");
+        let mut batches = epoch_rng.clone();
+        let order = batches.permutation(train.len());
+        Ok(MlpTrainer {
+            cfg: cfg.clone(),
+            model,
+            opt,
+            schedule,
+            train,
+            test,
+            epoch_rng,
+            batches,
+            order,
+            pos: 0,
+            step: 0,
+            losses: Vec::with_capacity(cfg.steps),
+            start: Instant::now(),
+        })
+    }
+
+    /// Steps taken so far (the index of the next step).
+    pub fn step_index(&self) -> usize {
+        self.step
+    }
+    pub fn done(&self) -> bool {
+        self.step >= self.cfg.steps
+    }
+    /// Learning rate of the next step.
+    pub fn lr(&self) -> f32 {
+        self.schedule.lr_at(self.step)
+    }
+    pub fn model(&self) -> &Mlp {
+        &self.model
+    }
+    /// Losses of the steps taken in this process.
+    pub fn losses(&self) -> &[f32] {
+        &self.losses
+    }
+
+    /// One optimisation step; returns its loss.
+    pub fn step(&mut self) -> Result<f32> {
+        let bs = self.cfg.batch_size.min(self.train.len());
+        if self.pos + bs > self.order.len() {
+            self.epoch_rng = self.batches.clone();
+            self.order = self.batches.permutation(self.train.len());
+            self.pos = 0;
         }
-        let (x, y) = train.batch(&order[pos..pos + bs])?;
-        pos += bs;
-        let loss = model.forward(&x)?.cross_entropy(&y, CrossEntropyOpts::default())?;
+        let (x, y) = self.train.batch(&self.order[self.pos..self.pos + bs])?;
+        self.pos += bs;
+        let loss = self.model.forward(&x)?.cross_entropy(&y, CrossEntropyOpts::default())?;
         let l = loss.item()?;
         if !l.is_finite() {
             return Err(Error::InvalidArgument {
                 op: "train_mlp",
-                message: format!("loss became {l} at step {step}; lower the learning rate"),
+                message: format!("loss became {l} at step {}; lower the learning rate", self.step),
             });
         }
-        model.zero_grad();
+        self.model.zero_grad();
         loss.backward()?;
         drop(loss);
-        if let Some(c) = cfg.clip_norm {
-            clip_grad_norm(&model, c)?;
+        if let Some(c) = self.cfg.clip_norm {
+            clip_grad_norm(&self.model, c)?;
         }
-        opt.step(&mut model, schedule.lr_at(step))?;
-        losses.push(l);
-        on_step(step, l);
+        self.opt.step(&mut self.model, self.schedule.lr_at(self.step))?;
+        self.losses.push(l);
+        self.step += 1;
+        Ok(l)
     }
-    let train_accuracy = accuracy(&model, &train)?;
-    let test_accuracy = accuracy(&model, &test)?;
-    Ok(MlpReport {
-        losses,
-        train_accuracy,
-        test_accuracy,
-        train_size: train.len(),
-        test_size: test.len(),
-        num_params: num_params(&model),
-        wall_seconds: start.elapsed().as_secs_f64(),
-    })
+
+    /// Final accuracies and the loss curve so far.
+    pub fn report(&self) -> Result<MlpReport> {
+        Ok(MlpReport {
+            losses: self.losses.clone(),
+            train_accuracy: accuracy(&self.model, &self.train)?,
+            test_accuracy: accuracy(&self.model, &self.test)?,
+            train_size: self.train.len(),
+            test_size: self.test.len(),
+            num_params: num_params(&self.model),
+            wall_seconds: self.start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Add everything needed to continue this run to `ckpt`: parameters, optimiser
+    /// state, the batch-order stream and the position in the epoch.
+    pub fn save_state(&self, mut ckpt: Checkpoint) -> Checkpoint {
+        for (name, p) in self.model.params() {
+            ckpt = ckpt.with_param(name, p);
+        }
+        for (name, t) in self.opt.state_tensors() {
+            ckpt = ckpt.with_optim(name, &t);
+        }
+        ckpt.with_rng("batches", &self.epoch_rng).with_cursor(self.pos as u64)
+    }
+
+    /// Continue from a checkpoint written by [`MlpTrainer::save_state`] for the same
+    /// configuration.
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        for (name, p) in self.model.params_mut() {
+            p.assign(ckpt.param(&name)?)?;
+        }
+        self.opt.load_state_tensors(&ckpt.optim)?;
+        self.epoch_rng = ckpt.rng("batches")?;
+        self.batches = self.epoch_rng.clone();
+        self.order = self.batches.permutation(self.train.len());
+        self.pos = ckpt.cursor as usize;
+        self.step = ckpt.step as usize;
+        Ok(())
+    }
 }

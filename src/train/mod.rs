@@ -3,4 +3,4 @@
 
 pub mod mlp;
 
-pub use mlp::{MlpConfig, MlpReport, accuracy, train_mlp, train_mlp_with};
+pub use mlp::{MlpConfig, MlpReport, MlpTrainer, accuracy, train_mlp, train_mlp_with};
