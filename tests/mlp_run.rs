@@ -69,7 +69,7 @@ fn a_run_writes_every_file_and_its_checkpoint_matches_an_in_process_run() {
 #[test]
 fn sigint_mid_run_leaves_a_checkpoint_and_whole_metrics() {
     let dir = temp_dir("sigint");
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["mlp", "--steps", "10000000", "--quiet"])
         .arg("--out")
         .arg(&dir)
@@ -93,7 +93,7 @@ fn sigint_mid_run_leaves_a_checkpoint_and_whole_metrics() {
     let latest = Checkpoint::latest(&dir).unwrap().expect("a checkpoint after SIGINT");
     let ck = Checkpoint::load(&latest).unwrap();
     let m = metrics(&dir);
-    let last_train = m.iter().filter(|r| r["kind"] == "train").last().unwrap();
+    let last_train = m.iter().rfind(|r| r["kind"] == "train").unwrap();
     assert_eq!(last_train["step"].as_u64().unwrap(), ck.step, "metrics end at the checkpoint's step");
     assert!(ck.param("layers.0.weight").is_ok());
     let _ = std::fs::remove_dir_all(&dir);
