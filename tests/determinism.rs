@@ -95,3 +95,81 @@ fn fused_row_ops_and_their_backward_are_thread_count_invariant() {
         assert_eq!(bits(a), bits(b));
     }
 }
+
+/// 20 AdamW steps of `model` on fixed data; returns (loss bits per step, parameter bits).
+fn train_bits<M: fixpoint::nn::Module>(
+    model: &mut M,
+    forward: impl Fn(&M, &Tensor) -> fixpoint::Result<Tensor>,
+    x: &Tensor,
+    targets: &[usize],
+) -> (Vec<u32>, Vec<Vec<u32>>) {
+    use fixpoint::optim::{AdamW, AdamWConfig, Optimizer};
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.01, ..AdamWConfig::default() }).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let logits = forward(model, x).unwrap();
+        let loss = logits.cross_entropy(targets, Default::default()).unwrap();
+        losses.push(loss.item().unwrap().to_bits());
+        model.zero_grad();
+        loss.backward().unwrap();
+        opt.step(model, 1e-3).unwrap();
+    }
+    (losses, model.params().iter().map(|(_, p)| bits(p)).collect())
+}
+
+#[test]
+fn twenty_mlp_training_steps_agree_bit_for_bit_at_1_and_2_threads() {
+    use fixpoint::nn::{Activation, Mlp};
+    let mut rng = Rng::new(21);
+    // Big enough that GEMMs, elementwise ops and reductions take their parallel paths.
+    let x = rand_tensor(&[512, 256], -1.0, 1.0, &mut rng);
+    let targets: Vec<usize> = (0..512).map(|i| (i * 13) % 10).collect();
+    let run = || {
+        let mut m = Mlp::new(&[256, 512, 512, 10], Activation::Gelu, &mut Rng::new(3)).unwrap();
+        train_bits(&mut m, |m, x| m.forward(x), &x, &targets)
+    };
+    let (a, b) = (in_pool(1, run), in_pool(2, run));
+    assert_eq!(a.0, b.0, "losses differ between 1 and 2 threads");
+    assert_eq!(a.1, b.1, "parameters differ between 1 and 2 threads");
+    // And the run does train.
+    assert_ne!(a.0.first(), a.0.last());
+}
+
+#[test]
+fn twenty_attention_training_steps_agree_bit_for_bit_at_1_and_2_threads() {
+    use fixpoint::nn::{Linear, Module, MultiHeadSelfAttention};
+    struct Tiny {
+        attn: MultiHeadSelfAttention,
+        head: Linear,
+    }
+    impl Module for Tiny {
+        fn params(&self) -> Vec<(String, &Tensor)> {
+            let p = fixpoint::nn::prefixed("attn", self.attn.params());
+            p.chain(fixpoint::nn::prefixed("head", self.head.params())).collect()
+        }
+        fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+            let p = fixpoint::nn::prefixed("attn", self.attn.params_mut());
+            p.chain(fixpoint::nn::prefixed("head", self.head.params_mut())).collect()
+        }
+    }
+    let mut rng = Rng::new(22);
+    let (b, t, d) = (8, 64, 128);
+    let x = rand_tensor(&[b, t, d], -1.0, 1.0, &mut rng);
+    let targets: Vec<usize> = (0..b * t).map(|i| (i * 7) % 16).collect();
+    let run = || {
+        let mut r = Rng::new(4);
+        let mut m = Tiny {
+            attn: MultiHeadSelfAttention::new(d, 4, true, &mut r).unwrap(),
+            head: Linear::new(d, 16, true, &mut r),
+        };
+        let fwd = |m: &Tiny, x: &Tensor| {
+            let h = m.attn.forward(x)?.add(x)?.layer_norm(None, None, 1e-5)?;
+            m.head.forward(&h)?.reshape(&[b * t, 16])
+        };
+        train_bits(&mut m, fwd, &x, &targets)
+    };
+    let (a, b) = (in_pool(1, run), in_pool(2, run));
+    assert_eq!(a.0, b.0, "losses differ between 1 and 2 threads");
+    assert_eq!(a.1, b.1, "parameters differ between 1 and 2 threads");
+    assert_ne!(a.0.first(), a.0.last());
+}

@@ -44,7 +44,7 @@ pub fn num_params(m: &dyn Module) -> usize {
 }
 
 /// `"{prefix}.{name}"` for each entry (helper for composite modules).
-pub(crate) fn prefixed<T>(prefix: impl Into<String>, items: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
+pub fn prefixed<T>(prefix: impl Into<String>, items: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
     let prefix = prefix.into();
     items.into_iter().map(move |(n, t)| (format!("{prefix}.{n}"), t))
 }
