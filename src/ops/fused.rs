@@ -435,6 +435,7 @@ impl Tensor {
     /// a target ≥ C that is not the ignore index is `Index`; ε outside [0, 1] is
     /// `InvalidArgument`; C = 0 is `Empty`; rank 0 is `Axis`.
     pub fn cross_entropy(&self, targets: &[usize], opts: CrossEntropyOpts) -> Result<Tensor> {
+        let _p = crate::profile::fwd("cross_entropy");
         const OP: &str = "cross_entropy";
         let (ax, c) = nonempty_axis(self, OP, -1)?;
         let lead = &self.shape()[..ax];
@@ -850,6 +851,7 @@ impl Tensor {
     /// `x / max(‖x‖₂, eps)` along `axis`, as `torch.nn.functional.normalize`. The
     /// backward rule uses the output and the per-row norms.
     pub fn l2_normalize(&self, axis: isize, eps: f32) -> Result<Tensor> {
+        let _p = crate::profile::fwd("l2_normalize");
         const OP: &str = "l2_normalize";
         let (ax, n) = nonempty_axis(self, OP, axis)?;
         if !(eps >= 0.0 && eps.is_finite()) {

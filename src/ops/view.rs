@@ -86,6 +86,7 @@ impl Tensor {
         if let Some(l) = self.layout.reshape_view(&to) {
             return Ok(self.view_op(l, || ReshapeBackward { input_shape }));
         }
+        let _p = crate::profile::fwd("reshape_copy");
         let data = self.to_vec();
         Ok(Tensor::from_op(data, to, &[self], || ReshapeBackward { input_shape }))
     }
@@ -167,6 +168,7 @@ impl Tensor {
         if self.is_contiguous() {
             return self.clone();
         }
+        let _p = crate::profile::fwd("contiguous");
         Tensor::from_op(self.to_vec(), self.shape_obj().clone(), &[self], || IdentityBackward("contiguous"))
     }
 }
