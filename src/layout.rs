@@ -175,9 +175,22 @@ pub fn for_each_row<const N: usize>(
     dims: &[usize],
     strides: &[&[usize]; N],
     offsets: &[usize; N],
+    f: impl FnMut(&[usize; N], usize, &[usize; N]),
+) {
+    let rows = if dims.is_empty() { 1 } else { dims[..dims.len() - 1].iter().product() };
+    for_each_row_in(dims, strides, offsets, 0..rows, f);
+}
+
+/// [`for_each_row`] restricted to the rows `rows` (numbered in row-major order of the
+/// outer axes), so that callers can split the rows into parallel chunks.
+pub fn for_each_row_in<const N: usize>(
+    dims: &[usize],
+    strides: &[&[usize]; N],
+    offsets: &[usize; N],
+    rows: std::ops::Range<usize>,
     mut f: impl FnMut(&[usize; N], usize, &[usize; N]),
 ) {
-    if dims.contains(&0) {
+    if dims.contains(&0) || rows.is_empty() {
         return;
     }
     let r = dims.len();
@@ -188,16 +201,20 @@ pub fn for_each_row<const N: usize>(
     let n = dims[r - 1];
     let inner: [usize; N] = std::array::from_fn(|k| strides[k][r - 1]);
     let outer = &dims[..r - 1];
+    // Multi-index and bases of the first row.
     let mut idx = vec![0usize; outer.len()];
-    let mut bases = *offsets;
-    loop {
+    let mut rem = rows.start;
+    for ax in (0..outer.len()).rev() {
+        idx[ax] = rem % outer[ax];
+        rem /= outer[ax];
+    }
+    let mut bases: [usize; N] =
+        std::array::from_fn(|k| offsets[k] + idx.iter().zip(strides[k].iter()).map(|(i, s)| i * s).sum::<usize>());
+    for _ in rows {
         f(&bases, n, &inner);
         // odometer increment over the outer axes
         let mut ax = outer.len();
-        loop {
-            if ax == 0 {
-                return;
-            }
+        while ax > 0 {
             ax -= 1;
             idx[ax] += 1;
             for k in 0..N {

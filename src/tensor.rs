@@ -125,8 +125,8 @@ impl Tensor {
         match self.layout.contiguous_range() {
             Some(r) => Cow::Borrowed(&s[r]),
             None => {
-                let mut out = Vec::with_capacity(self.numel());
-                self.layout.for_each_offset(|_, o| out.push(s[o]));
+                let mut out = crate::storage::buffer(self.numel());
+                self.layout.for_each_offset(|i, o| out[i] = s[o]);
                 Cow::Owned(out)
             }
         }

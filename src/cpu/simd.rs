@@ -83,3 +83,20 @@ pub fn exp8(x: f32x8) -> f32x8 {
     let y = x.simd_lt(lo).select(f32x8::ZERO, y);
     x.is_nan().select(x, y)
 }
+
+/// erf on 8 lanes: Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7 in exact arithmetic,
+/// a few 1e-7 in f32) with [`exp8`] for the Gaussian factor.
+#[inline(always)]
+pub fn erf8(x: f32x8) -> f32x8 {
+    let a = x.abs();
+    let t = f32x8::ONE / f32x8::splat(0.327_591_1).mul_add(a, f32x8::ONE);
+    let poly = f32x8::splat(1.061_405_4)
+        .mul_add(t, f32x8::splat(-1.453_152))
+        .mul_add(t, f32x8::splat(1.421_413_8))
+        .mul_add(t, f32x8::splat(-0.284_496_74))
+        .mul_add(t, f32x8::splat(0.254_829_6))
+        * t;
+    let y = f32x8::ONE - poly * exp8(-(a * a));
+    // erf is odd: put the sign of x back (NaN stays NaN through the arithmetic).
+    x.is_sign_negative().select(-y, y)
+}

@@ -4,7 +4,7 @@
 use crate::autograd::Backward;
 use crate::cpu::{par, simd};
 use crate::error::Result;
-use crate::layout::for_each_row;
+use crate::layout::for_each_row_in;
 use crate::shape::{Shape, broadcast_shape};
 use crate::tensor::Tensor;
 
@@ -148,7 +148,12 @@ impl Unary {
             Unary::Recip => map(x, out, |v| 1.0 / v),
             Unary::Abs => map(x, out, f32::abs),
             Unary::Relu => map(x, out, |v| if v > 0.0 { v } else { 0.0 }),
-            Unary::GeluErf => map(x, out, |v| 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2))),
+            Unary::GeluErf => simd::map1(
+                x,
+                out,
+                |v| f32x8::splat(0.5) * v * (one + simd::erf8(v * f32x8::splat(FRAC_1_SQRT_2))),
+                |v| 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2)),
+            ),
             Unary::GeluTanh => simd::map1(
                 x,
                 out,
@@ -175,6 +180,7 @@ impl Unary {
     /// `out = grad * f'(x)`, where `saved` is the input or output as [`Unary::saves`] says
     /// (ignored for `Saves::Nothing`).
     pub fn backward_slice(&self, saved: &[f32], grad: &[f32], out: &mut [f32]) {
+        use wide::f32x8;
         #[inline(always)]
         fn map(s: &[f32], g: &[f32], out: &mut [f32], df: impl Fn(f32) -> f32) {
             for ((o, &sv), &gv) in out.iter_mut().zip(s).zip(g) {
@@ -210,19 +216,37 @@ impl Unary {
                 }
             }),
             Unary::Relu => map(saved, grad, out, |x| if x > 0.0 { 1.0 } else { 0.0 }),
-            Unary::GeluErf => map(saved, grad, out, |x| {
-                0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)) + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
-            }),
+            Unary::GeluErf => simd::map2(
+                saved,
+                grad,
+                out,
+                |x, g| {
+                    let half = f32x8::splat(0.5);
+                    let cdf = half * (f32x8::ONE + simd::erf8(x * f32x8::splat(FRAC_1_SQRT_2)));
+                    let pdf = f32x8::splat(FRAC_1_SQRT_2PI) * simd::exp8(-(half * x * x));
+                    g * x.mul_add(pdf, cdf)
+                },
+                |x, g| g * (0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)) + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()),
+            ),
             Unary::GeluTanh => map(saved, grad, out, |x| {
                 let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
                 let t = u.tanh();
                 let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
                 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
             }),
-            Unary::Silu => map(saved, grad, out, |x| {
-                let s = sigmoid(x);
-                s * (1.0 + x * (1.0 - s))
-            }),
+            Unary::Silu => simd::map2(
+                saved,
+                grad,
+                out,
+                |x, g| {
+                    let s = sigmoid8(x);
+                    g * s * x.mul_add(f32x8::ONE - s, f32x8::ONE)
+                },
+                |x, g| {
+                    let s = sigmoid(x);
+                    g * s * (1.0 + x * (1.0 - s))
+                },
+            ),
             Unary::Sigmoid => map(saved, grad, out, |y| y * (1.0 - y)),
             Unary::Softplus => map(saved, grad, out, sigmoid),
             Unary::Tanh => map(saved, grad, out, |y| 1.0 - y * y),
@@ -423,21 +447,43 @@ fn binary_kernel(a: &Tensor, b: &Tensor, out_shape: &Shape, op: Binary) -> Resul
         }
         let la = a.layout.broadcast_to("binary", out_shape)?;
         let lb = b.layout.broadcast_to("binary", out_shape)?;
-        let mut out = Vec::with_capacity(n);
-        for_each_row(out_shape.dims(), &[&la.strides, &lb.strides], &[la.offset, lb.offset], |base, len, inner| {
-            let (oa, ob) = (base[0], base[1]);
-            match (inner[0], inner[1]) {
-                (1, 1) => out.extend(sa[oa..oa + len].iter().zip(&sb[ob..ob + len]).map(|(&x, &y)| f(x, y))),
-                (1, 0) => {
-                    let y = sb[ob];
-                    out.extend(sa[oa..oa + len].iter().map(|&x| f(x, y)))
+        let mut out = crate::storage::buffer(n);
+        let dims = out_shape.dims();
+        let row_len = dims.last().copied().unwrap_or(1).max(1);
+        // Whole output rows per task, a number fixed by the shape.
+        let rows_per = par::rows_for(row_len, par::ELEMWISE_CHUNK);
+        par::for_row_chunks_mut(&mut out, row_len, rows_per, par::ELEMWISE_MIN, |r0, chunk| {
+            let rows = r0..r0 + chunk.len() / row_len;
+            let mut o = 0;
+            for_each_row_in(dims, &[&la.strides, &lb.strides], &[la.offset, lb.offset], rows, |base, len, inner| {
+                let (oa, ob) = (base[0], base[1]);
+                let dst = &mut chunk[o..o + len];
+                o += len;
+                match (inner[0], inner[1]) {
+                    (1, 1) => {
+                        for ((d, &x), &y) in dst.iter_mut().zip(&sa[oa..oa + len]).zip(&sb[ob..ob + len]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (1, 0) => {
+                        let y = sb[ob];
+                        for (d, &x) in dst.iter_mut().zip(&sa[oa..oa + len]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (0, 1) => {
+                        let x = sa[oa];
+                        for (d, &y) in dst.iter_mut().zip(&sb[ob..ob + len]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (ia, ib) => {
+                        for (k, d) in dst.iter_mut().enumerate() {
+                            *d = f(sa[oa + k * ia], sb[ob + k * ib]);
+                        }
+                    }
                 }
-                (0, 1) => {
-                    let x = sa[oa];
-                    out.extend(sb[ob..ob + len].iter().map(|&y| f(x, y)))
-                }
-                (ia, ib) => out.extend((0..len).map(|k| f(sa[oa + k * ia], sb[ob + k * ib]))),
-            }
+            });
         });
         Ok(out)
     }

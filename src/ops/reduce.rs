@@ -134,7 +134,7 @@ fn sum_kernel(t: &Tensor, axes: &[usize]) -> Vec<f32> {
     if r.inner == 0 {
         return vec![0.0; r.outer];
     }
-    r.data.chunks_exact(r.inner).map(sum_slice).collect()
+    map_rows(&r.data, r.inner, sum_slice)
 }
 
 impl Tensor {
@@ -208,18 +208,48 @@ impl Tensor {
 // ----- max / min / argmax ------------------------------------------------------------
 
 /// Index of the first maximum (or minimum) of a row; a NaN wins (it propagates).
+/// Two passes over the row: the extreme value on 8 lanes, then its first position.
 fn arg_extreme(row: &[f32], max: bool) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate().skip(1) {
-        let b = row[best];
-        if b.is_nan() {
-            break;
-        }
-        if v.is_nan() || (max && v > b) || (!max && v < b) {
-            best = i;
-        }
+    use wide::f32x8;
+    let (chunks, rest) = row.as_chunks::<8>();
+    let mut acc = f32x8::splat(if max { f32::NEG_INFINITY } else { f32::INFINITY });
+    let mut nan = f32x8::ZERO.simd_ne(f32x8::ZERO); // all false
+    for c in chunks {
+        let v = f32x8::new(*c);
+        nan |= v.is_nan();
+        acc = if max { acc.fast_max(v) } else { acc.fast_min(v) };
     }
-    best
+    if nan.any() || rest.iter().any(|v| v.is_nan()) {
+        return row.iter().position(|v| v.is_nan()).expect("a NaN was seen");
+    }
+    let lanes = acc.to_array();
+    let fold = |a: f32, b: f32| if max { a.max(b) } else { a.min(b) };
+    let m = lanes.into_iter().chain(rest.iter().copied()).fold(lanes[0], fold);
+    row.iter().position(|&v| v == m).unwrap_or(0)
+}
+
+/// `f(row) -> value` for each `inner`-long row of `data`, in parallel over chunks of
+/// rows (fixed by the shape) when the input is large.
+fn map_rows<T: Send + Copy + Default>(data: &[f32], inner: usize, f: impl Fn(&[f32]) -> T + Sync + Send) -> Vec<T> {
+    use rayon::prelude::*;
+    let rows = data.len() / inner.max(1);
+    let mut out = vec![T::default(); rows];
+    if inner == 0 {
+        return out;
+    }
+    let per = crate::cpu::par::rows_for(inner, crate::cpu::par::ELEMWISE_CHUNK);
+    let body = |(i, o): (usize, &mut [T])| {
+        for (k, slot) in o.iter_mut().enumerate() {
+            let r = i * per + k;
+            *slot = f(&data[r * inner..(r + 1) * inner]);
+        }
+    };
+    if data.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+        out.par_chunks_mut(per).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(per).enumerate().for_each(body);
+    }
+    out
 }
 
 struct ExtremeBackward {
@@ -251,7 +281,7 @@ impl Tensor {
         let p = plan(self, op, axes, keepdim)?;
         ensure_nonempty(self, op, &p)?;
         let r = rows(self, &p.axes);
-        let picks: Vec<usize> = r.data.chunks_exact(r.inner).map(|row| arg_extreme(row, max)).collect();
+        let picks: Vec<usize> = map_rows(&r.data, r.inner, |row| arg_extreme(row, max));
         let out = picks.iter().enumerate().map(|(i, &k)| r.data[i * r.inner + k]).collect();
         let inner = r.inner;
         drop(r);
@@ -276,7 +306,7 @@ impl Tensor {
         let p = plan(self, "argmax", &[axis], false)?;
         ensure_nonempty(self, "argmax", &p)?;
         let r = rows(self, &p.axes);
-        Ok(r.data.chunks_exact(r.inner).map(|row| arg_extreme(row, true)).collect())
+        Ok(map_rows(&r.data, r.inner, |row| arg_extreme(row, true)))
     }
     /// Index of the first maximum along `axis`, as f32 values (not differentiable).
     pub fn argmax(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
@@ -312,18 +342,13 @@ impl Tensor {
         let p = plan(self, "logsumexp", axes, keepdim)?;
         ensure_nonempty(self, "logsumexp", &p)?;
         let r = rows(self, &p.axes);
-        let out: Vec<f32> = r
-            .data
-            .chunks_exact(r.inner)
-            .map(|row| {
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                if m == f32::NEG_INFINITY || m.is_infinite() {
-                    return m;
-                }
-                let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
-                m + s.ln()
-            })
-            .collect();
+        let out: Vec<f32> = map_rows(&r.data, r.inner, |row| {
+            let m = crate::ops::fused::row_max(row);
+            if m.is_infinite() {
+                return m;
+            }
+            m + crate::ops::fused::sum_exp_sub(row, m).ln()
+        });
         drop(r);
         let keep = p.keep_shape.clone();
         let out_keep = (self.requires_grad() && crate::autograd::is_grad_enabled())
