@@ -5,4 +5,5 @@
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
+pub mod scan;
 pub mod view;
