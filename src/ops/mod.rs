@@ -8,4 +8,5 @@ pub mod fused;
 pub mod index;
 pub mod matmul;
 pub mod reduce;
+pub mod scan;
 pub mod view;
