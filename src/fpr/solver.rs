@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+use rayon::prelude::*;
 
 /// How `ℓ_max` is chosen in training (§8.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -301,34 +302,68 @@ impl SolverState {
     }
 }
 
-/// Per-sample relative residuals `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)` of
-/// `[B, T, D]` buffers (`B = out.len()`).
-pub fn residuals(y: &[f32], y_new: &[f32], time: usize, dim: usize, eps: f32, out: &mut [f32]) {
-    let per = time * dim;
-    for (b, r) in out.iter_mut().enumerate() {
-        let mut worst = 0.0f32;
-        for t in 0..time {
-            let off = b * per + t * dim;
-            let (a, n) = (&y[off..off + dim], &y_new[off..off + dim]);
-            let mut diff = 0.0f32;
-            let mut norm = 0.0f32;
-            for i in 0..dim {
-                let dv = (a[i] - n[i]).abs();
-                // NaN must win the max (and stays once there).
-                if dv > diff || dv.is_nan() {
-                    diff = dv;
-                }
-                let nv = n[i].abs();
-                if nv > norm || nv.is_nan() {
-                    norm = nv;
-                }
+/// Relative residual of one sample: `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)`.
+fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
+    let mut worst = 0.0f32;
+    for (a, n) in y.chunks_exact(dim.max(1)).zip(y_new.chunks_exact(dim.max(1))) {
+        let mut diff = 0.0f32;
+        let mut norm = 0.0f32;
+        for i in 0..a.len() {
+            let dv = (a[i] - n[i]).abs();
+            // NaN must win the max (and stays once there).
+            if dv > diff || dv.is_nan() {
+                diff = dv;
             }
-            let rel = diff / (norm + eps);
-            if rel > worst || rel.is_nan() {
-                worst = rel;
+            let nv = n[i].abs();
+            if nv > norm || nv.is_nan() {
+                norm = nv;
             }
         }
-        *r = worst;
+        let rel = diff / (norm + eps);
+        if rel > worst || rel.is_nan() {
+            worst = rel;
+        }
+    }
+    worst
+}
+
+/// Per-sample relative residuals `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)` of
+/// `[B, T, D]` buffers (`B = out.len()`); samples in parallel when large.
+pub fn residuals(y: &[f32], y_new: &[f32], time: usize, dim: usize, eps: f32, out: &mut [f32]) {
+    let per = time * dim;
+    if per == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let one = |(b, r): (usize, &mut f32)| {
+        *r = sample_residual(&y[b * per..(b + 1) * per], &y_new[b * per..(b + 1) * per], dim, eps)
+    };
+    if y.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+        out.par_iter_mut().enumerate().for_each(one);
+    } else {
+        out.iter_mut().enumerate().for_each(one);
+    }
+}
+
+/// `y ← s_b·y_new + (1 − s_b)·y` per sample (a plain copy where `s_b = 1`).
+fn damp(y: &mut [f32], y_new: &[f32], steps: &[f32], per: usize) {
+    if per == 0 {
+        return;
+    }
+    let one = |(b, yb): (usize, &mut [f32])| {
+        let (s, nb) = (steps[b], &y_new[b * per..(b + 1) * per]);
+        if s == 1.0 {
+            yb.copy_from_slice(nb);
+        } else {
+            for (a, &v) in yb.iter_mut().zip(nb) {
+                *a = s * v + (1.0 - s) * *a;
+            }
+        }
+    };
+    if y.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+        y.par_chunks_mut(per).enumerate().for_each(one);
+    } else {
+        y.chunks_mut(per).enumerate().for_each(one);
     }
 }
 
@@ -379,17 +414,7 @@ pub fn solve(
     while st.should_continue(run) {
         f(&y, &mut y_new)?;
         residuals(&y, &y_new, shape.time, shape.dim, cfg.eps, &mut res);
-        for b in 0..shape.batch {
-            let s = st.stepsize[b];
-            let (yb, nb) = (&mut y[b * per..(b + 1) * per], &y_new[b * per..(b + 1) * per]);
-            if s == 1.0 {
-                yb.copy_from_slice(nb);
-            } else {
-                for (a, &v) in yb.iter_mut().zip(nb) {
-                    *a = s * v + (1.0 - s) * *a;
-                }
-            }
-        }
+        damp(&mut y, &y_new, &st.stepsize, per);
         st.update(&res);
     }
     Ok((y, st.stats(run)))
