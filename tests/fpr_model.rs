@@ -426,3 +426,15 @@ fn lstm_recurrence_matches_reference_and_finite_differences() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn empty_batches_and_sequences_do_not_panic() {
+    for kind in [ModelKind::FpRnn, ModelKind::Diagonal, ModelKind::DenseSeq, ModelKind::Lstm] {
+        let model = FpModel::new(small_config(kind)).unwrap();
+        for shape in [[2usize, 0usize], [0, 3], [1, 1]] {
+            let ids = vec![1usize; shape[0] * shape[1]];
+            let logits = model.forward(&ids, shape).unwrap();
+            assert_eq!(logits.shape(), &[shape[0], shape[1], 7], "{kind:?} {shape:?}");
+        }
+    }
+}
