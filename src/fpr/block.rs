@@ -34,6 +34,7 @@ pub enum SolveMethod {
     #[default]
     Parallel,
     /// Token by token with explicit dense matrices (`dense-seq`; exact up to rounding).
+    /// Its statistics report `T` iterations (sequential steps) and residual 0.
     Sequential,
 }
 
