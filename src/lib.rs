@@ -20,6 +20,7 @@ pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod fpr;
 pub mod init;
 pub mod layout;
 pub mod nn;

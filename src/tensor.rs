@@ -79,7 +79,7 @@ impl Tensor {
         Tensor { storage: self.storage.clone(), layout, node }
     }
 
-    fn record<B: Backward + 'static>(
+    pub(crate) fn record<B: Backward + 'static>(
         shape: &Shape,
         inputs: &[&Tensor],
         make_backward: impl FnOnce() -> B,

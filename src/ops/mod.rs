@@ -2,10 +2,12 @@
 //! by side. Kernels work on slices and layouts and never see the graph; the `impl
 //! Tensor` blocks in each file validate, call the kernel and record the backward rule.
 
+pub mod conv1d;
 pub mod dropout;
 pub mod elementwise;
 pub mod fused;
 pub mod index;
 pub mod matmul;
 pub mod reduce;
+pub mod scan;
 pub mod view;

@@ -1,0 +1,311 @@
+//! The fixed-point map of the vector-state FP-RNN as plain data (spec §2.1), for the
+//! solver that runs outside the graph:
+//!
+//! ```text
+//! F(h) = diag_scan(λ, (1 − λ) ⊙ x̃),   x̃ = Q(p)(b⊙x − h) + h,   p = [x_mix; shift(h)]
+//! ```
+//!
+//! One evaluation is one GEMM of the shifted state with the mixer's state weights (when
+//! `Q` depends on `h`), one fused pass over the rows (coefficients, `Q`, gating) and one
+//! diagonal scan, all batched over `(B, T)`.
+//!
+//! [`FpCore::solve_sequential`] computes the same fixed point token by token with the
+//! explicit dense recurrence of §2.2 (in f64): given `h_{t−1}`, `Q_t = M(x_t, h_{t−1})` and
+//!
+//! ```text
+//! (Λ_t + (I − Λ_t) Q_t) h_t = Λ_t h_{t−1} + (I − Λ_t) Q_t b_t x_t .
+//! ```
+
+use super::mixer::{HouseholderKernel, MixerKernel, householder_row, rows_per_task};
+use super::solver::{SolveRun, SolveShape, SolveStats, SolverConfig, solve};
+use crate::error::{Error, Result};
+use crate::ops::scan::{ScanKernel, ScanSpec, scan_forward};
+use rayon::prelude::*;
+
+/// `F` of one FP-RNN layer as plain data: everything that does not depend on `h`.
+#[derive(Clone, Debug)]
+pub struct FpCore {
+    pub batch: usize,
+    pub time: usize,
+    pub dim: usize,
+    /// `λ_t`, `[B, T, D]`.
+    pub lambda: Vec<f32>,
+    /// `b_t ⊙ x_t`, `[B, T, D]`.
+    pub bx: Vec<f32>,
+    pub mixer: MixerKernel,
+    /// Coefficients `(u, α)` per row when `Q` does not depend on `h` (computed once).
+    fixed: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Buffers reused across evaluations of [`FpCore::step`].
+#[derive(Default, Debug)]
+pub struct Workspace {
+    hs: Vec<f32>,
+    pre: Vec<f32>,
+    u_scan: Vec<f32>,
+}
+
+impl FpCore {
+    /// Check the sizes and precompute what does not change between iterations.
+    pub fn new(
+        batch: usize,
+        time: usize,
+        dim: usize,
+        lambda: Vec<f32>,
+        bx: Vec<f32>,
+        mixer: MixerKernel,
+    ) -> Result<Self> {
+        let n = batch * time * dim;
+        if lambda.len() != n || bx.len() != n {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::new",
+                message: format!(
+                    "lambda ({}) and bx ({}) must hold B·T·D = {batch}·{time}·{dim} = {n} values",
+                    lambda.len(),
+                    bx.len()
+                ),
+            });
+        }
+        if let MixerKernel::Householder(k) = &mixer
+            && (k.dim != dim || k.rows() != batch * time)
+        {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::new",
+                message: format!(
+                    "the mixer has dim {} and {} rows but the state is [{batch}, {time}, {dim}]",
+                    k.dim,
+                    k.rows()
+                ),
+            });
+        }
+        let fixed = match &mixer {
+            MixerKernel::Householder(k) if k.w_h.is_none() => Some(all_coefficients(k, &k.base)),
+            _ => None,
+        };
+        Ok(FpCore { batch, time, dim, lambda, bx, mixer, fixed })
+    }
+
+    pub fn shape(&self) -> SolveShape {
+        SolveShape { batch: self.batch, time: self.time, dim: self.dim }
+    }
+
+    /// Whether `F` ignores `h` (`Q ≡ I`): then one evaluation is the fixed point.
+    pub fn is_diagonal(&self) -> bool {
+        matches!(self.mixer, MixerKernel::Identity)
+    }
+
+    /// `out = F(h)`.
+    pub fn step(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        let _p = crate::profile::fwd("fp_step");
+        let (d, n) = (self.dim, self.batch * self.time * self.dim);
+        if h.len() != n || out.len() != n {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::step",
+                message: format!("h ({}) and out ({}) must hold {n} values", h.len(), out.len()),
+            });
+        }
+        ws.u_scan.resize(n, 0.0);
+        if d > 0 {
+            match &self.mixer {
+                MixerKernel::Identity => gate_rows(&self.lambda, &self.bx, &mut ws.u_scan),
+                MixerKernel::Householder(k) => {
+                    if self.fixed.is_none() {
+                        k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
+                    }
+                    self.mix_rows(k, h, &ws.pre, &mut ws.u_scan);
+                }
+            }
+        }
+        let spec = ScanSpec::new(self.batch, self.time, self.dim);
+        scan_forward(ScanKernel::Auto, &spec, &self.lambda, &ws.u_scan, None, out)
+    }
+
+    /// `u_scan = (1 − λ) ⊙ (Q (b⊙x − h) + h)` row by row.
+    fn mix_rows(&self, k: &HouseholderKernel, h: &[f32], pre: &[f32], u_scan: &mut [f32]) {
+        let _p = crate::profile::fwd("fp_mix");
+        let (d, r, w) = (self.dim, k.rank, k.width());
+        let rows = rows_per_task(r * d + d);
+        crate::cpu::par::for_row_chunks_mut(u_scan, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let mut u = vec![0.0f32; r * d];
+            let mut alpha = vec![0.0f32; r];
+            for (i, us) in chunk.chunks_exact_mut(d).enumerate() {
+                let row = row0 + i;
+                let (uu, aa): (&[f32], &[f32]) = match &self.fixed {
+                    Some((fu, fa)) => (&fu[row * r * d..][..r * d], &fa[row * r..][..r]),
+                    None => {
+                        k.coefficients_row(&pre[row * w..][..w], &mut u, &mut alpha);
+                        (&u, &alpha)
+                    }
+                };
+                let o = row * d;
+                let (bx, hr, lam) = (&self.bx[o..o + d], &h[o..o + d], &self.lambda[o..o + d]);
+                for j in 0..d {
+                    us[j] = bx[j] - hr[j];
+                }
+                householder_row(uu, aa, k.alpha_scale, us);
+                for j in 0..d {
+                    us[j] = (1.0 - lam[j]) * (us[j] + hr[j]);
+                }
+            }
+        });
+    }
+
+    /// Solve `h = F(h)` with the §2.5 iteration from `h0` (zeros when `None`). (With
+    /// `Q ≡ I` this takes two iterations: the second confirms the first with residual 0.)
+    pub fn solve(&self, cfg: &SolverConfig, run: &SolveRun, h0: Option<&[f32]>) -> Result<(Vec<f32>, SolveStats)> {
+        let mut ws = Workspace::default();
+        solve(self.shape(), cfg, run, h0, |h, out| self.step(h, out, &mut ws))
+    }
+
+    /// The fixed point token by token with explicit dense matrices (f64 inside): for
+    /// each `t`, form `Q_t` from `h_{t−1}`, then solve
+    /// `(Λ_t + (I − Λ_t)Q_t) h_t = Λ_t h_{t−1} + (I − Λ_t) Q_t b_t x_t` by LU with partial
+    /// pivoting. Sequences run in parallel. Fails if a system is singular.
+    pub fn solve_sequential(&self) -> Result<Vec<f32>> {
+        let _p = crate::profile::fwd("fp_dense_seq");
+        let (t_len, d) = (self.time, self.dim);
+        let per = t_len * d;
+        let mut out = vec![0.0f32; self.batch * per];
+        if per == 0 {
+            return Ok(out);
+        }
+        let results: Vec<Result<()>> =
+            out.par_chunks_mut(per).enumerate().map(|(b, hb)| self.dense_sequence(b, hb)).collect();
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(out)
+    }
+
+    fn dense_sequence(&self, b: usize, hb: &mut [f32]) -> Result<()> {
+        let (t_len, d) = (self.time, self.dim);
+        let mut h_prev = vec![0.0f64; d];
+        let mut m = vec![0.0f64; d * d];
+        let mut q = vec![0.0f64; d * d];
+        let mut rhs = vec![0.0f64; d];
+        let mut col = vec![0.0f32; d];
+        for t in 0..t_len {
+            let row = b * t_len + t;
+            let o = row * d;
+            let lam = &self.lambda[o..o + d];
+            // Q_t column by column (identity for the diagonal mixer).
+            match &self.mixer {
+                MixerKernel::Identity => {
+                    q.fill(0.0);
+                    for i in 0..d {
+                        q[i * d + i] = 1.0;
+                    }
+                }
+                MixerKernel::Householder(k) => {
+                    let (r, w) = (k.rank, k.width());
+                    let (u, alpha) = match &self.fixed {
+                        Some((fu, fa)) => (fu[row * r * d..][..r * d].to_vec(), fa[row * r..][..r].to_vec()),
+                        None => {
+                            // pre = base + W_hᵀ h_{t−1}
+                            let mut pre: Vec<f32> = k.base[row * w..][..w].to_vec();
+                            if let Some(wh) = &k.w_h {
+                                for (j, p) in pre.iter_mut().enumerate() {
+                                    let s: f64 = (0..d).map(|i| wh[i * w + j] as f64 * h_prev[i]).sum();
+                                    *p = (*p as f64 + s) as f32;
+                                }
+                            }
+                            let mut u = vec![0.0f32; r * d];
+                            let mut alpha = vec![0.0f32; r];
+                            k.coefficients_row(&pre, &mut u, &mut alpha);
+                            (u, alpha)
+                        }
+                    };
+                    for j in 0..d {
+                        col.fill(0.0);
+                        col[j] = 1.0;
+                        householder_row_f64(&u, &alpha, k.alpha_scale, &mut col, &mut q, j);
+                    }
+                }
+            }
+            // M = Λ + (I − Λ) Q ; rhs = Λ h_{t−1} + (I − Λ) Q (b x)
+            for i in 0..d {
+                let l = lam[i] as f64;
+                for j in 0..d {
+                    m[i * d + j] = (1.0 - l) * q[i * d + j];
+                }
+                m[i * d + i] += l;
+                let qbx: f64 = (0..d).map(|j| q[i * d + j] * self.bx[o + j] as f64).sum();
+                rhs[i] = l * h_prev[i] + (1.0 - l) * qbx;
+            }
+            lu_solve(&mut m, &mut rhs, d)?;
+            for i in 0..d {
+                h_prev[i] = rhs[i];
+                hb[t * d + i] = rhs[i] as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Column `j` of `Q` into `q` (row-major `d × d`) from `e_j` in `col`, computed in f64.
+fn householder_row_f64(u: &[f32], alpha: &[f32], scale: f32, col: &mut [f32], q: &mut [f64], j: usize) {
+    let d = col.len();
+    let mut v: Vec<f64> = col.iter().map(|&x| x as f64).collect();
+    for (i, &a) in alpha.iter().enumerate() {
+        let ui = &u[i * d..(i + 1) * d];
+        let dot: f64 = ui.iter().zip(&v).map(|(&x, &y)| x as f64 * y).sum();
+        let coef = scale as f64 * a as f64 * dot;
+        for (vk, &uk) in v.iter_mut().zip(ui) {
+            *vk -= coef * uk as f64;
+        }
+    }
+    for i in 0..d {
+        q[i * d + j] = v[i];
+    }
+}
+
+/// Solve `m x = rhs` in place (`rhs` becomes `x`) by LU with partial pivoting.
+fn lu_solve(m: &mut [f64], rhs: &mut [f64], d: usize) -> Result<()> {
+    for c in 0..d {
+        let p = (c..d).max_by(|&a, &b| m[a * d + c].abs().total_cmp(&m[b * d + c].abs())).unwrap_or(c);
+        let piv = m[p * d + c];
+        if piv.abs() < 1e-300 || !piv.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::solve_sequential",
+                message: format!("Λ + (I − Λ)Q is singular (pivot {piv:e} in column {c})"),
+            });
+        }
+        if p != c {
+            for j in 0..d {
+                m.swap(p * d + j, c * d + j);
+            }
+            rhs.swap(p, c);
+        }
+        for r in c + 1..d {
+            let f = m[r * d + c] / piv;
+            if f != 0.0 {
+                for j in c..d {
+                    m[r * d + j] -= f * m[c * d + j];
+                }
+                rhs[r] -= f * rhs[c];
+            }
+        }
+    }
+    for c in (0..d).rev() {
+        let s: f64 = (c + 1..d).map(|j| m[c * d + j] * rhs[j]).sum();
+        rhs[c] = (rhs[c] - s) / m[c * d + c];
+    }
+    Ok(())
+}
+
+/// `u_scan = (1 − λ) ⊙ bx` (the diagonal mixer: `x̃ = b⊙x`).
+fn gate_rows(lambda: &[f32], bx: &[f32], u_scan: &mut [f32]) {
+    for ((o, &l), &v) in u_scan.iter_mut().zip(lambda).zip(bx) {
+        *o = (1.0 - l) * v;
+    }
+}
+
+/// `(u, α)` of every row from fixed pre-activations.
+fn all_coefficients(k: &HouseholderKernel, pre: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (r, d, w) = (k.rank, k.dim, k.width());
+    let rows = pre.len() / w;
+    let mut u = vec![0.0f32; rows * r * d];
+    let mut alpha = vec![0.0f32; rows * r];
+    for row in 0..rows {
+        k.coefficients_row(&pre[row * w..][..w], &mut u[row * r * d..][..r * d], &mut alpha[row * r..][..r]);
+    }
+    (u, alpha)
+}

@@ -1,0 +1,573 @@
+//! Channel mixers `v ↦ Q(p) v` of the Fixed-Point RNN (spec §4.4). `Q` is never
+//! materialised: it is applied row by row.
+//!
+//! **Householder** (reference code): `u = normalize_rows(SiLU(W_u p))` (shape `(r, D)`),
+//! `α = σ(W_α p + b_α)` (shape `r`), and for `i = 1..r`: `v ← v − c·α_i u_i (u_iᵀ v)`, so
+//! `Q = H_r ⋯ H_1` with eigenvalue `1 − c·α_i` along `u_i`. `c` is the
+//! `hh_alpha_scale` flag (§8.1): 2 is the reference code (`I − 2αuuᵀ`, reflections,
+//! eigenvalues in (−1, 1)), 1 the paper (`I − αuuᵀ`, always `‖I − H‖ < 1`). Both
+//! projections are weight-normalised (`W = g·V/‖V‖` per output).
+//!
+//! The op [`householder`] applies given `(u, α)` to `v` and has the backward of §3.4:
+//! with `g = dL/dv'` for one step `v' = v − cα u (uᵀv)`,
+//!
+//! ```text
+//! dv = g − cα u (uᵀg),   du = −cα [(uᵀv) g + (uᵀg) v],   dα = −c (uᵀv)(uᵀg)
+//! ```
+//!
+//! The intermediate `v_i` are recomputed in the backward rather than saved (a step with
+//! `cα = 1` is a projector and cannot be inverted).
+//!
+//! For the solver, which runs outside the graph, [`MixerKernel`] holds the mixer as
+//! plain data: the part of the pre-activations that depends on the input only, and the
+//! weights acting on the shifted state.
+
+use crate::autograd::{Backward, no_grad};
+use crate::error::{Error, Result};
+use crate::nn::{Linear, Module, prefixed};
+use crate::ops::elementwise::Unary;
+use crate::ops::fused::row_dot;
+use crate::rng::Rng;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+// ----- the Householder product op -------------------------------------------------------
+
+/// `v ← H_r ⋯ H_1 v` for one row: `u` holds the `r` unit vectors (`r × d`), `alpha`
+/// the `r` coefficients (unscaled; the step uses `scale·α_i`).
+#[inline]
+pub fn householder_row(u: &[f32], alpha: &[f32], scale: f32, v: &mut [f32]) {
+    let d = v.len();
+    for (i, &a) in alpha.iter().enumerate() {
+        let ui = &u[i * d..(i + 1) * d];
+        let coef = scale * a * row_dot(ui, v);
+        for j in 0..d {
+            v[j] = (-coef).mul_add(ui[j], v[j]);
+        }
+    }
+}
+
+/// Backward of [`householder_row`] for one row: given the forward input `v` and the
+/// upstream gradient `g` (overwritten with `dv`), writes `(du, dalpha)`: `du` (`r × d`) and `dalpha`
+/// (`r`). `scratch` must hold `r·d` values (the recomputed step inputs).
+#[inline]
+pub fn householder_row_backward(
+    u: &[f32],
+    alpha: &[f32],
+    scale: f32,
+    v: &[f32],
+    g: &mut [f32],
+    (du, dalpha): (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    let d = v.len();
+    let r = alpha.len();
+    // Inputs of each step: scratch[i] = v_i (v_0 = v).
+    scratch[..d].copy_from_slice(v);
+    for i in 1..r {
+        let (done, rest) = scratch.split_at_mut(i * d);
+        let cur = &mut rest[..d];
+        cur.copy_from_slice(&done[(i - 1) * d..]);
+        householder_row(&u[(i - 1) * d..i * d], &alpha[i - 1..i], scale, cur);
+    }
+    for i in (0..r).rev() {
+        let ui = &u[i * d..(i + 1) * d];
+        let vi = &scratch[i * d..(i + 1) * d];
+        let s = row_dot(ui, vi);
+        let w = row_dot(ui, g);
+        let ca = scale * alpha[i];
+        dalpha[i] = -scale * s * w;
+        let dui = &mut du[i * d..(i + 1) * d];
+        for j in 0..d {
+            dui[j] = -ca * (s * g[j] + w * vi[j]);
+        }
+        for j in 0..d {
+            g[j] = (-ca * w).mul_add(ui[j], g[j]);
+        }
+    }
+}
+
+/// Rows per parallel task for row-wise mixer kernels (fixed by the shape).
+pub(crate) fn rows_per_task(row_work: usize) -> usize {
+    crate::cpu::par::rows_for(row_work, crate::cpu::par::ELEMWISE_CHUNK)
+}
+
+/// Sizes of a Householder application: `n` rows of dimension `d`, rank `r`.
+fn householder_dims(u: &Tensor, alpha: &Tensor, v: &Tensor) -> Result<(usize, usize, usize)> {
+    const OP: &str = "householder";
+    let vs = v.shape();
+    if vs.is_empty() {
+        return Err(Error::InvalidArgument { op: OP, message: format!("v must be [.., D], got {}", v.shape_obj()) });
+    }
+    let lead = &vs[..vs.len() - 1];
+    let d = vs[vs.len() - 1];
+    let us = u.shape();
+    if us.len() != vs.len() + 1 || &us[..lead.len()] != lead || us[us.len() - 1] != d {
+        return Err(Error::ShapeMismatch {
+            op: "householder (u [.., r, D] vs v [.., D])",
+            lhs: u.shape_obj().clone(),
+            rhs: v.shape_obj().clone(),
+        });
+    }
+    let r = us[us.len() - 2];
+    let mut want = lead.to_vec();
+    want.push(r);
+    if alpha.shape() != want.as_slice() {
+        return Err(Error::ShapeMismatch {
+            op: "householder (alpha vs [.., r] of u)",
+            lhs: alpha.shape_obj().clone(),
+            rhs: Shape::new(want),
+        });
+    }
+    Ok((lead.iter().product(), r, d))
+}
+
+struct HouseholderBackward {
+    u: Tensor,
+    alpha: Tensor,
+    v: Tensor,
+    scale: f32,
+    dims: (usize, usize, usize),
+}
+
+impl Backward for HouseholderBackward {
+    fn name(&self) -> &'static str {
+        "householder"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (n, r, d) = self.dims;
+        let (u, alpha, v) = (self.u.contiguous_data(), self.alpha.contiguous_data(), self.v.contiguous_data());
+        let mut dv = g.contiguous_data().into_owned();
+        let mut du = vec![0.0f32; n * r * d];
+        let mut da = vec![0.0f32; n * r];
+        let rows = rows_per_task(r * d);
+        let (du_p, da_p) = (SyncPtr(du.as_mut_ptr()), SyncPtr(da.as_mut_ptr()));
+        crate::cpu::par::for_row_chunks_mut(&mut dv, d.max(1), rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let mut scratch = vec![0.0f32; r * d];
+            for (k, gr) in chunk.chunks_exact_mut(d.max(1)).enumerate() {
+                let row = row0 + k;
+                // SAFETY: each task writes only the du / dalpha rows of its own rows.
+                let (dur, dar) = unsafe { (du_p.slice(row * r * d, r * d), da_p.slice(row * r, r)) };
+                householder_row_backward(
+                    &u[row * r * d..][..r * d],
+                    &alpha[row * r..][..r],
+                    self.scale,
+                    &v[row * d..][..d],
+                    gr,
+                    (dur, dar),
+                    &mut scratch,
+                );
+            }
+        });
+        Ok(vec![
+            needs[0].then(|| Tensor::from_parts(du, self.u.shape_obj().clone())),
+            needs[1].then(|| Tensor::from_parts(da, self.alpha.shape_obj().clone())),
+            needs[2].then(|| Tensor::from_parts(dv, self.v.shape_obj().clone())),
+        ])
+    }
+}
+
+/// Raw pointer handed to the row tasks of a kernel that writes several outputs, each
+/// task a disjoint set of rows.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: used only for disjoint writes (see the callers).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    /// # Safety
+    /// `off..off + n` must lie in the buffer and no other live reference may overlap it.
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, off: usize, n: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), n) }
+    }
+}
+
+/// `Q v` with `Q = H_r ⋯ H_1`, `H_i = I − scale·α_i u_i u_iᵀ`, for every row: `u`
+/// `[.., r, D]`, `alpha` `[.., r]`, `v` `[.., D]` with the same leading axes. `u` is used
+/// as given (the mixer normalises it). Differentiable in all three.
+///
+/// ```
+/// use fixpoint::{Tensor, fpr::householder};
+/// let u = Tensor::from_vec(vec![1.0, 0.0], [1, 1, 2])?;
+/// let a = Tensor::from_vec(vec![1.0], [1, 1])?;
+/// let v = Tensor::from_vec(vec![3.0, 4.0], [1, 2])?;
+/// assert_eq!(householder(&u, &a, &v, 2.0)?.to_vec(), vec![-3.0, 4.0]); // a reflection
+/// # Ok::<(), fixpoint::Error>(())
+/// ```
+pub fn householder(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    let _p = crate::profile::fwd("householder");
+    let (n, r, d) = householder_dims(u, alpha, v)?;
+    let (ud, ad) = (u.contiguous_data(), alpha.contiguous_data());
+    let mut out = v.to_vec();
+    if d > 0 {
+        let rows = rows_per_task(r * d);
+        crate::cpu::par::for_row_chunks_mut(&mut out, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            for (k, vr) in chunk.chunks_exact_mut(d).enumerate() {
+                let row = row0 + k;
+                householder_row(&ud[row * r * d..][..r * d], &ad[row * r..][..r], scale, vr);
+            }
+        });
+    }
+    Ok(Tensor::from_op(out, v.shape_obj().clone(), &[u, alpha, v], || HouseholderBackward {
+        u: u.contiguous().detach(),
+        alpha: alpha.contiguous().detach(),
+        v: v.contiguous().detach(),
+        scale,
+        dims: (n, r, d),
+    }))
+}
+
+// ----- mixer modules ----------------------------------------------------------------------
+
+/// Which mixer a block uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MixerKind {
+    /// `Q ≡ I`: the diagonal baseline (one iteration is exact).
+    Identity,
+    /// Product of `rank` Householder steps `I − alpha_scale·α uuᵀ`.
+    Householder { rank: usize, alpha_scale: f32 },
+}
+
+impl MixerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MixerKind::Identity => "identity",
+            MixerKind::Householder { .. } => "householder",
+        }
+    }
+}
+
+/// What the mixer sees (spec §4.2): `p = [x_mix; shift(h)]` (`Concat`, default, `P = 2D`),
+/// `x_mix + shift(h)` (`Symmetric`, the reference's `symm_mixer`, `P = D`), or `x_mix`
+/// alone (`InputOnly`, no hidden-state dependence, `P = D`: then `F` is affine in `h`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MixerInput {
+    #[default]
+    Concat,
+    Symmetric,
+    InputOnly,
+}
+
+impl MixerInput {
+    /// Width `P` of `p` for channel dimension `d`.
+    pub fn width(&self, d: usize) -> usize {
+        match self {
+            MixerInput::Concat => 2 * d,
+            _ => d,
+        }
+    }
+    /// Whether `Q` depends on the state.
+    pub fn uses_state(&self) -> bool {
+        !matches!(self, MixerInput::InputOnly)
+    }
+    /// `p` from the mixer input `x_mix` (`[B, T, D]`) and the state `h` (`[B, T, D]`);
+    /// the state enters shifted by one step (`p_t` sees `h_{t−1}`, zeros at `t = 0`).
+    pub fn build(&self, x_mix: &Tensor, h: &Tensor) -> Result<Tensor> {
+        match self {
+            MixerInput::Concat => Tensor::concat(&[x_mix, &h.shift(1, 1)?], -1),
+            MixerInput::Symmetric => x_mix.add(&h.shift(1, 1)?),
+            MixerInput::InputOnly => Ok(x_mix.clone()),
+        }
+    }
+}
+
+/// The Householder mixer: `u_proj` (`P → r·D`, weight-normalised, no bias) and
+/// `alpha_proj` (`P → r`, weight-normalised, bias).
+#[derive(Clone, Debug)]
+pub struct HouseholderMixer {
+    u_proj: Linear,
+    alpha_proj: Linear,
+    rank: usize,
+    dim: usize,
+    alpha_scale: f32,
+    eps: f32,
+}
+
+impl HouseholderMixer {
+    /// A mixer for `p` of width `in_dim` acting on vectors of dimension `dim`. Weights get
+    /// PyTorch's default init (with `g = ‖V‖`, so `W = V` at init) and the α bias is 0.
+    /// `alpha_scale` must be 1 (paper) or 2 (reference code); `eps` guards the
+    /// normalisation of `u`.
+    pub fn new(in_dim: usize, dim: usize, rank: usize, alpha_scale: f32, eps: f32, rng: &mut Rng) -> Result<Self> {
+        if rank == 0 || dim == 0 || in_dim == 0 {
+            return Err(Error::InvalidArgument {
+                op: "HouseholderMixer::new",
+                message: format!("rank {rank}, dim {dim} and input width {in_dim} must be positive"),
+            });
+        }
+        if alpha_scale != 1.0 && alpha_scale != 2.0 {
+            return Err(Error::InvalidArgument {
+                op: "HouseholderMixer::new",
+                message: format!("hh_alpha_scale must be 1 (paper) or 2 (reference code), got {alpha_scale}"),
+            });
+        }
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::InvalidArgument {
+                op: "HouseholderMixer::new",
+                message: format!("eps must be positive and finite, got {eps}"),
+            });
+        }
+        let u_proj = Linear::weight_normalized(in_dim, rank * dim, false, rng);
+        let mut alpha_proj = Linear::weight_normalized(in_dim, rank, true, rng);
+        zero_bias(&mut alpha_proj);
+        Ok(HouseholderMixer { u_proj, alpha_proj, rank, dim, alpha_scale, eps })
+    }
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn in_dim(&self) -> usize {
+        self.u_proj.in_features()
+    }
+    pub fn alpha_scale(&self) -> f32 {
+        self.alpha_scale
+    }
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+    pub fn u_proj(&self) -> &Linear {
+        &self.u_proj
+    }
+    pub fn alpha_proj(&self) -> &Linear {
+        &self.alpha_proj
+    }
+
+    /// `u = normalize(SiLU(W_u p))` (`[.., r, D]`) and `α = σ(W_α p + b_α)` (`[.., r]`,
+    /// unscaled) for `p` of shape `[.., P]`.
+    pub fn coefficients(&self, p: &Tensor) -> Result<(Tensor, Tensor)> {
+        let pre = self.u_proj.forward(p)?;
+        let mut shape = p.shape()[..p.rank() - 1].to_vec();
+        shape.extend([self.rank, self.dim]);
+        let u = pre.reshape(&shape)?.silu().l2_normalize(-1, self.eps)?;
+        let alpha = self.alpha_proj.forward(p)?.sigmoid();
+        Ok((u, alpha))
+    }
+
+    /// `Q(p) v` for `p` `[.., P]` and `v` `[.., D]`.
+    pub fn apply(&self, p: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (u, alpha) = self.coefficients(p)?;
+        householder(&u, &alpha, v, self.alpha_scale)
+    }
+
+    /// The effective weights `[W_u | W_α]` (`[P, r·D + r]`) and bias (`[r·D + r]`, zeros
+    /// for the `u` part), detached: the pre-activations of [`MixerKernel`].
+    fn fused_weights(&self) -> Result<(Tensor, Vec<f32>)> {
+        no_grad(|| {
+            let w = Tensor::concat(&[&self.u_proj.weight()?, &self.alpha_proj.weight()?], 1)?;
+            let mut bias = vec![0.0f32; self.rank * self.dim];
+            match self.alpha_proj.bias() {
+                Some(b) => bias.extend(b.to_vec()),
+                None => bias.extend(std::iter::repeat_n(0.0, self.rank)),
+            }
+            Ok((w.detach(), bias))
+        })
+    }
+}
+
+impl Module for HouseholderMixer {
+    fn params(&self) -> Vec<(String, &Tensor)> {
+        prefixed("u_proj", self.u_proj.params()).chain(prefixed("alpha_proj", self.alpha_proj.params())).collect()
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        prefixed("u_proj", self.u_proj.params_mut())
+            .chain(prefixed("alpha_proj", self.alpha_proj.params_mut()))
+            .collect()
+    }
+}
+
+/// Set a layer's bias to zero (the backbone's init: every Linear bias starts at 0).
+pub(crate) fn zero_bias(l: &mut Linear) {
+    for (name, p) in l.params_mut() {
+        if name == "bias" {
+            p.update_data(|d| d.fill(0.0));
+        }
+    }
+}
+
+/// A channel mixer `v ↦ Q(p) v`. New mixers (Kronecker, DPLR) add variants.
+#[derive(Clone, Debug)]
+pub enum Mixer {
+    /// `Q ≡ I` on vectors of this dimension.
+    Identity {
+        dim: usize,
+    },
+    Householder(Box<HouseholderMixer>),
+}
+
+impl Mixer {
+    /// Build the mixer of `kind` for `p` of width `in_dim` and vectors of dimension `dim`.
+    pub fn new(kind: MixerKind, in_dim: usize, dim: usize, eps: f32, rng: &mut Rng) -> Result<Mixer> {
+        match kind {
+            MixerKind::Identity => Ok(Mixer::Identity { dim }),
+            MixerKind::Householder { rank, alpha_scale } => {
+                Ok(Mixer::Householder(Box::new(HouseholderMixer::new(in_dim, dim, rank, alpha_scale, eps, rng)?)))
+            }
+        }
+    }
+    pub fn is_identity(&self) -> bool {
+        matches!(self, Mixer::Identity { .. })
+    }
+    pub fn dim(&self) -> usize {
+        match self {
+            Mixer::Identity { dim } => *dim,
+            Mixer::Householder(m) => m.dim(),
+        }
+    }
+    /// `Q(p) v` on the graph.
+    pub fn apply(&self, p: &Tensor, v: &Tensor) -> Result<Tensor> {
+        match self {
+            Mixer::Identity { .. } => Ok(v.clone()),
+            Mixer::Householder(m) => m.apply(p, v),
+        }
+    }
+
+    /// The mixer as plain data for the off-graph solver, given its input part `x_mix`
+    /// (`[B, T, D]`) and how the state enters `p`.
+    pub fn kernel(&self, x_mix: &Tensor, input: MixerInput) -> Result<MixerKernel> {
+        let _p = crate::profile::fwd("mixer_kernel");
+        match self {
+            Mixer::Identity { .. } => Ok(MixerKernel::Identity),
+            Mixer::Householder(m) => {
+                let d = m.dim;
+                let (w, bias) = m.fused_weights()?;
+                let width = w.shape()[1];
+                let (w_x, w_h) = match input {
+                    MixerInput::Concat => (w.narrow(0, 0, d)?, Some(w.narrow(0, d, d)?)),
+                    MixerInput::Symmetric => (w.clone(), Some(w.clone())),
+                    MixerInput::InputOnly => (w.clone(), None),
+                };
+                let base = no_grad(|| x_mix.detach().matmul(&w_x))?;
+                let mut base = base.to_vec();
+                for row in base.chunks_exact_mut(width) {
+                    for (b, c) in row.iter_mut().zip(&bias) {
+                        *b += c;
+                    }
+                }
+                HouseholderKernel::new(m.rank, d, m.alpha_scale, m.eps, base, w_h.map(|w| w.to_vec()))
+                    .map(MixerKernel::Householder)
+            }
+        }
+    }
+}
+
+impl Module for Mixer {
+    fn params(&self) -> Vec<(String, &Tensor)> {
+        match self {
+            Mixer::Identity { .. } => Vec::new(),
+            Mixer::Householder(m) => m.params(),
+        }
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        match self {
+            Mixer::Identity { .. } => Vec::new(),
+            Mixer::Householder(m) => m.params_mut(),
+        }
+    }
+}
+
+// ----- off-graph mixer data -----------------------------------------------------------------
+
+/// A mixer as plain data, for the solver loop (outside the graph).
+#[derive(Clone, Debug)]
+pub enum MixerKernel {
+    Identity,
+    Householder(HouseholderKernel),
+}
+
+/// The Householder mixer as plain data. A row's pre-activations are
+/// `pre = base[row] + W_hᵀ h_{t−1}` (`r·D` values for `u`, then `r` for `α`), and
+/// `u_i = normalize(SiLU(pre_u,i))`, `α_i = σ(pre_α,i)`.
+#[derive(Clone, Debug)]
+pub struct HouseholderKernel {
+    pub rank: usize,
+    pub dim: usize,
+    pub alpha_scale: f32,
+    pub eps: f32,
+    /// Input-only part of the pre-activations (bias included), `[N, r·D + r]`.
+    pub base: Vec<f32>,
+    /// Weights on the shifted state, `[D, r·D + r]`; `None`: `Q` does not depend on `h`.
+    pub w_h: Option<Vec<f32>>,
+}
+
+impl HouseholderKernel {
+    /// Check the sizes (`base` must hold whole rows of `r·D + r`, `w_h` be `D × (r·D + r)`).
+    pub fn new(
+        rank: usize,
+        dim: usize,
+        alpha_scale: f32,
+        eps: f32,
+        base: Vec<f32>,
+        w_h: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let width = rank * dim + rank;
+        let bad = |message: String| Err(Error::InvalidArgument { op: "HouseholderKernel::new", message });
+        if rank == 0 || dim == 0 {
+            return bad(format!("rank {rank} and dim {dim} must be positive"));
+        }
+        if !base.len().is_multiple_of(width) {
+            return bad(format!("base has {} values, not a multiple of r·D + r = {width}", base.len()));
+        }
+        if let Some(w) = &w_h
+            && w.len() != dim * width
+        {
+            return bad(format!("w_h has {} values but D × (r·D + r) = {}", w.len(), dim * width));
+        }
+        Ok(HouseholderKernel { rank, dim, alpha_scale, eps, base, w_h })
+    }
+    /// Width `r·D + r` of a row of pre-activations.
+    pub fn width(&self) -> usize {
+        self.rank * self.dim + self.rank
+    }
+    /// Number of rows (`B·T`).
+    pub fn rows(&self) -> usize {
+        self.base.len() / self.width()
+    }
+
+    /// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations.
+    #[inline]
+    pub fn coefficients_row(&self, pre: &[f32], u: &mut [f32], alpha: &mut [f32]) {
+        let (r, d) = (self.rank, self.dim);
+        Unary::Silu.forward_slice(&pre[..r * d], u);
+        for ui in u.chunks_exact_mut(d) {
+            let norm = row_dot(ui, ui).sqrt();
+            let inv = 1.0 / if norm < self.eps { self.eps } else { norm };
+            for x in ui.iter_mut() {
+                *x *= inv;
+            }
+        }
+        Unary::Sigmoid.forward_slice(&pre[r * d..r * d + r], alpha);
+    }
+
+    /// The pre-activations of every row for state `h` (`[B, T, D]` with `time` steps per
+    /// sequence): `base + shift(h)·W_h`, written to `pre` (resized as needed). Without
+    /// state dependence `pre` is `base`.
+    pub fn pre_activations(&self, h: &[f32], time: usize, hs: &mut Vec<f32>, pre: &mut Vec<f32>) {
+        let _p = crate::profile::fwd("mixer_pre");
+        pre.clear();
+        pre.extend_from_slice(&self.base);
+        let Some(w) = &self.w_h else { return };
+        let (d, n) = (self.dim, self.width());
+        let rows = self.rows();
+        shift_rows(h, time, d, hs);
+        use crate::ops::matmul::{Accum, MatRef, gemm_dense};
+        let a = MatRef { data: hs, offset: 0, rows, cols: d, rs: d, cs: 1 };
+        let b = MatRef { data: w, offset: 0, rows: d, cols: n, rs: n, cs: 1 };
+        gemm_dense(a, b, pre, Accum::Add);
+    }
+}
+
+/// `hs[b, t] = h[b, t − 1]`, `hs[b, 0] = 0`, for `[B, T, D]` data (`hs` resized).
+pub fn shift_rows(h: &[f32], time: usize, d: usize, hs: &mut Vec<f32>) {
+    hs.resize(h.len(), 0.0);
+    if time == 0 || d == 0 {
+        return;
+    }
+    for (src, dst) in h.chunks_exact(time * d).zip(hs.chunks_exact_mut(time * d)) {
+        dst[..d].fill(0.0);
+        dst[d..].copy_from_slice(&src[..(time - 1) * d]);
+    }
+}

@@ -1,0 +1,29 @@
+//! Fixed-Point RNNs (Movahedi et al., "Fixed-Point RNNs: Interpolating from Diagonal to
+//! Dense"; spec `shared/docs/fixed-point-rnn.md`).
+//!
+//! A dense RNN `h_t = A_t h_{t−1} + …` is computed as the fixed point of a diagonal RNN
+//! whose input is mixed across channels by a cheap input- (and state-) dependent `Q_t`:
+//!
+//! - [`mixer`]: channel mixers `v ↦ Q(p)v` (Householder products, identity) and the
+//!   differentiable [`householder`] op.
+//! - [`solver`]: the damped fixed-point iteration with per-sample residuals, quantile
+//!   stopping and random `ℓ_max` (§2.5), outside the graph.
+//! - [`core`](mod@core): the fixed-point map `F` as plain data, its batched evaluation and
+//!   the token-by-token dense oracle.
+//! - [`block`]: the vector-state FP-RNN block (§4.2) with the one-step backward (§3.1).
+//! - [`lstm`]: the LSTM baseline with a fused recurrence op.
+//! - [`model`]: the shared backbone (§4.1) and the model kinds.
+
+pub mod block;
+pub mod core;
+pub mod lstm;
+pub mod mixer;
+pub mod model;
+pub mod solver;
+
+pub use block::{BackwardMode, BlockConfig, BlockInputs, BlockOutput, FpRnnBlock, ShortConv, SolveMethod};
+pub use core::{FpCore, Workspace};
+pub use lstm::{Lstm, lstm_recurrence};
+pub use mixer::{HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, householder};
+pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};
+pub use solver::{Lmax, SolveRun, SolveShape, SolveStats, SolverConfig, SolverState, quantile, solve};

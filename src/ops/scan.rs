@@ -1,0 +1,897 @@
+//! The diagonal linear recurrence ("scan") `h_t = a_t ⊙ h_{t−1} + u_t` over `(B, T, D)`
+//! tensors with channels contiguous, its reverse-time variant, and its backward, which is
+//! itself a reverse scan:
+//!
+//! ```text
+//! g_t = dh_t + a_{t+1} ⊙ g_{t+1},   du_t = g_t,   da_t = g_t ⊙ h_{t−1},   dh0 = a_0 ⊙ g_0
+//! ```
+//!
+//! Three kernels compute the same recurrence; each is public so that tests and benchmarks
+//! can call it directly, and [`ScanKernel::Auto`] picks one by shape:
+//!
+//! - [`scan_seq`]: the sequential reference, scalar loops, one thread.
+//! - [`scan_simd`]: `wide::f32x8` over channels with the time step outer (each step reads
+//!   one contiguous row segment per operand), parallel over batch × channel blocks. This
+//!   moves the minimum of bytes (read `a` and `u` once, write `h` once) and runs at the
+//!   memory bandwidth.
+//! - [`scan_chunked`]: parallel across time for long sequences with few channels. Pass 1
+//!   reduces each chunk to its transfer `(∏a, local end state)`; a tiny serial pass
+//!   propagates the carries between chunks; pass 2 rescans each chunk from its carry. It
+//!   moves 20 bytes per element instead of 12, so it only pays when batch × channels
+//!   cannot keep the threads busy.
+//!
+//! Every step is one fused multiply-add `a·h + u` in every kernel, so [`scan_seq`] and
+//! [`scan_simd`] agree bit for bit (on targets with FMA), whatever the split into blocks.
+//! The chunked kernel differs only in how the carry into each chunk is rounded. Chunk
+//! boundaries depend on `T` and `D` only, never on the thread count, so all kernels give
+//! bit-identical results at any thread count.
+//!
+//! NaN or infinity in `a` or `u` propagates like in the sequential recurrence: a NaN at
+//! step `t` of a channel makes `h` NaN from step `t` on in that channel (and, in the
+//! backward, the gradients that depend on it). No kernel has data-dependent control flow,
+//! so bad values never hang or panic. The chunk products `∏a` cannot overflow when
+//! `|a| ≤ 1`; with `|a| > 1` over a whole chunk they may, and then the chunked kernel can
+//! give ±∞ where the sequential recurrence still has a (huge) finite value.
+
+use crate::autograd::{Backward, is_grad_enabled};
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use wide::f32x8;
+
+/// Sizes and direction of a scan over `(batch, time, channels)` row-major data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanSpec {
+    pub batch: usize,
+    pub time: usize,
+    pub channels: usize,
+    /// Time runs backwards: `h_t = a_t ⊙ h_{t+1} + u_t`, with `h0` standing for `h_T`.
+    pub reverse: bool,
+}
+
+impl ScanSpec {
+    pub fn new(batch: usize, time: usize, channels: usize) -> ScanSpec {
+        ScanSpec { batch, time, channels, reverse: false }
+    }
+    /// The same sizes with time running backwards when `reverse`.
+    pub fn reversed(self, reverse: bool) -> ScanSpec {
+        ScanSpec { reverse, ..self }
+    }
+    pub fn numel(&self) -> usize {
+        self.batch * self.time * self.channels
+    }
+    fn shape(&self) -> Shape {
+        Shape::new([self.batch, self.time, self.channels])
+    }
+    /// Offset of the row that batch `b` processes at step `f` (steps count in the
+    /// direction of the recurrence: `f = 0` is `t = 0` forward and `t = T − 1` reversed).
+    #[inline(always)]
+    fn row(&self, b: usize, f: usize) -> usize {
+        let t = if self.reverse { self.time - 1 - f } else { f };
+        (b * self.time + t) * self.channels
+    }
+    fn check(&self, op: &'static str, name: &str, len: usize, want: usize, shape: Shape) -> Result<()> {
+        if len != want {
+            return Err(Error::InvalidArgument {
+                op,
+                message: format!("{name} has {len} values but the scan of shape {} needs {want}", shape),
+            });
+        }
+        Ok(())
+    }
+    fn check_state(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
+        let shape = Shape::new([self.batch, self.channels]);
+        self.check(op, name, len, shape.numel(), shape)
+    }
+    fn check_seq(&self, op: &'static str, name: &str, len: usize) -> Result<()> {
+        self.check(op, name, len, self.numel(), self.shape())
+    }
+}
+
+/// Which kernel computes a scan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ScanKernel {
+    /// Chosen by shape and thread count with [`ScanKernel::select`].
+    #[default]
+    Auto,
+    /// [`scan_seq`]: scalar, one thread (the reference).
+    Sequential,
+    /// [`scan_simd`]: f32x8 over channels, parallel over batch × channel blocks.
+    Simd,
+    /// [`scan_chunked`]: parallel across time chunks.
+    Chunked,
+}
+
+impl ScanKernel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScanKernel::Auto => "auto",
+            ScanKernel::Sequential => "seq",
+            ScanKernel::Simd => "simd",
+            ScanKernel::Chunked => "chunked",
+        }
+    }
+
+    /// The kernel that `Auto` runs for `spec` on `threads` threads.
+    ///
+    /// The SIMD kernel moves 12 bytes per element and the chunked one 20, and on this
+    /// class of machine one core nearly saturates DRAM. So the chunked kernel is chosen
+    /// only when there are threads to spare, the batch × channel blocks cannot occupy
+    /// them, the sequence is long enough for several chunks per thread, and the data
+    /// is small enough to stay in the last-level cache (where the scan is latency- rather
+    /// than bandwidth-bound).
+    pub fn select(spec: &ScanSpec, threads: usize) -> ScanKernel {
+        if threads <= 1 || !worth_parallel(spec.numel()) {
+            return ScanKernel::Simd;
+        }
+        let blocks = spec.batch * spec.channels.div_ceil(MIN_BLOCK);
+        let chunks = spec.time.div_ceil(chunk_len(spec.time, spec.channels));
+        if blocks < threads && chunks >= 2 * threads && spec.numel() <= CHUNKED_MAX_ELEMS {
+            ScanKernel::Chunked
+        } else {
+            ScanKernel::Simd
+        }
+    }
+
+    fn resolve(self, spec: &ScanSpec) -> ScanKernel {
+        match self {
+            ScanKernel::Auto => ScanKernel::select(spec, rayon::current_num_threads()),
+            k => k,
+        }
+    }
+}
+
+/// Options of [`Tensor::scan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Time runs backwards (`h_t = a_t ⊙ h_{t+1} + u_t`).
+    pub reverse: bool,
+    /// Kernel for the forward and the backward.
+    pub kernel: ScanKernel,
+}
+
+impl ScanOptions {
+    /// Forward in time, kernel chosen by shape.
+    pub fn forward() -> ScanOptions {
+        ScanOptions::default()
+    }
+    /// Backward in time, kernel chosen by shape.
+    pub fn reversed() -> ScanOptions {
+        ScanOptions { reverse: true, ..Default::default() }
+    }
+    pub fn with_kernel(self, kernel: ScanKernel) -> ScanOptions {
+        ScanOptions { kernel, ..self }
+    }
+}
+
+// ----- tuning ---------------------------------------------------------------------------
+
+/// Narrowest channel block (a multiple of 8) that the SIMD kernel hands to one task
+/// when it splits rows between threads.
+const MIN_BLOCK: usize = 64;
+/// Below this many elements a rayon fork/join costs more than it saves (measured with
+/// `fixpoint bench scan`: about 1–2 µs from inside a pool, 15–20 µs from outside).
+const PAR_MIN_ELEMS_IN_POOL: usize = 32 * 1024;
+const PAR_MIN_ELEMS_OUTSIDE: usize = 256 * 1024;
+/// Largest scan (elements) for which `Auto` considers the chunked kernel.
+const CHUNKED_MAX_ELEMS: usize = 2 * 1024 * 1024;
+
+/// Whether `elems` elements of work justify a fork/join on the current pool.
+fn worth_parallel(elems: usize) -> bool {
+    if rayon::current_num_threads() <= 1 {
+        return false;
+    }
+    let min = if rayon::current_thread_index().is_some() { PAR_MIN_ELEMS_IN_POOL } else { PAR_MIN_ELEMS_OUTSIDE };
+    elems >= min
+}
+
+/// Time steps per chunk of the chunked kernel: a function of `T` and `D` only, so that
+/// results never depend on the thread count. At least 64 steps and 16 Ki elements per
+/// chunk (a few µs of work), at most about 64 chunks per sequence.
+pub fn chunk_len(time: usize, channels: usize) -> usize {
+    let min_len = 64usize.max((16 * 1024usize).div_ceil(channels.max(1)));
+    min_len.max(time.div_ceil(64)).max(1)
+}
+
+/// Run `f(0..n)`, in parallel on the current rayon pool when `parallel`.
+fn for_tasks(n: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
+    if parallel && n > 1 {
+        (0..n).into_par_iter().for_each(f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+// ----- raw output access ----------------------------------------------------------------
+
+/// A base pointer that tasks use to write disjoint parts of one output buffer (disjoint
+/// channel blocks of the same rows cannot be handed out as `&mut` slices).
+#[derive(Clone, Copy)]
+struct SyncPtr {
+    ptr: *mut f32,
+    len: usize,
+}
+// SAFETY: every use writes a region that no other task reads or writes at the same time
+// (each task owns a batch × channel block or a time chunk), see the callers.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn new(s: &mut [f32]) -> SyncPtr {
+        SyncPtr { ptr: s.as_mut_ptr(), len: s.len() }
+    }
+    /// # Safety
+    /// No other live reference may overlap `off..off + n` while the result lives.
+    #[inline(always)]
+    unsafe fn slice_mut<'a>(self, off: usize, n: usize) -> &'a mut [f32] {
+        assert!(off + n <= self.len, "scan: output range out of bounds");
+        // SAFETY: in bounds (checked); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), n) }
+    }
+    /// # Safety
+    /// No live `&mut` may overlap `off..off + n` while the result lives.
+    #[inline(always)]
+    unsafe fn slice<'a>(self, off: usize, n: usize) -> &'a [f32] {
+        assert!(off + n <= self.len, "scan: output range out of bounds");
+        // SAFETY: in bounds (checked); no concurrent writer is the caller's promise.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), n) }
+    }
+}
+
+// ----- row primitives (one time step over a contiguous channel segment) -------------------
+
+#[inline(always)]
+fn load(s: &[f32]) -> f32x8 {
+    f32x8::new(s[..8].try_into().unwrap())
+}
+
+#[inline(always)]
+fn store(d: &mut [f32], v: f32x8) {
+    d[..8].copy_from_slice(v.as_array());
+}
+
+/// `cur = a ⊙ prev + u` (fused).
+#[inline(always)]
+fn fwd_row(a: &[f32], u: &[f32], prev: &[f32], cur: &mut [f32]) {
+    let n = cur.len();
+    let (a, u, prev) = (&a[..n], &u[..n], &prev[..n]);
+    let v = n / 8 * 8;
+    for (((c, a), u), p) in cur[..v]
+        .chunks_exact_mut(8)
+        .zip(a[..v].chunks_exact(8))
+        .zip(u[..v].chunks_exact(8))
+        .zip(prev[..v].chunks_exact(8))
+    {
+        store(c, load(a).mul_add(load(p), load(u)));
+    }
+    for i in v..n {
+        cur[i] = a[i].mul_add(prev[i], u[i]);
+    }
+}
+
+/// `e = a ⊙ e + u; p = p ⊙ a` (a chunk's transfer, accumulated step by step).
+#[inline(always)]
+fn reduce_row(a: &[f32], u: &[f32], e: &mut [f32], p: &mut [f32]) {
+    let n = e.len();
+    let (a, u, p) = (&a[..n], &u[..n], &mut p[..n]);
+    let v = n / 8 * 8;
+    for (((e, p), a), u) in e[..v]
+        .chunks_exact_mut(8)
+        .zip(p[..v].chunks_exact_mut(8))
+        .zip(a[..v].chunks_exact(8))
+        .zip(u[..v].chunks_exact(8))
+    {
+        let av = load(a);
+        store(e, av.mul_add(load(e), load(u)));
+        store(p, load(p) * av);
+    }
+    for i in v..n {
+        e[i] = a[i].mul_add(e[i], u[i]);
+        p[i] *= a[i];
+    }
+}
+
+/// Backward step: `g = coef ⊙ gprev + dh; du = g; da = g ⊙ hp` (da only when `DA`).
+#[inline(always)]
+fn bwd_row<const DA: bool>(coef: &[f32], gprev: &[f32], dh: &[f32], hp: &[f32], du: &mut [f32], da: &mut [f32]) {
+    let n = du.len();
+    let (coef, gprev, dh) = (&coef[..n], &gprev[..n], &dh[..n]);
+    let v = n / 8 * 8;
+    if DA {
+        let (hp, da) = (&hp[..n], &mut da[..n]);
+        for i in (0..v).step_by(8) {
+            let g = load(&coef[i..]).mul_add(load(&gprev[i..]), load(&dh[i..]));
+            store(&mut du[i..], g);
+            store(&mut da[i..], g * load(&hp[i..]));
+        }
+        for i in v..n {
+            let g = coef[i].mul_add(gprev[i], dh[i]);
+            du[i] = g;
+            da[i] = g * hp[i];
+        }
+    } else {
+        for i in (0..v).step_by(8) {
+            store(&mut du[i..], load(&coef[i..]).mul_add(load(&gprev[i..]), load(&dh[i..])));
+        }
+        for i in v..n {
+            du[i] = coef[i].mul_add(gprev[i], dh[i]);
+        }
+    }
+}
+
+/// `out = x ⊙ y`.
+fn mul_row(x: &[f32], y: &[f32], out: &mut [f32]) {
+    for ((o, x), y) in out.iter_mut().zip(x).zip(y) {
+        *o = x * y;
+    }
+}
+
+// ----- spans: one task's rows ------------------------------------------------------------
+
+/// A task's share: batch row `b`, channels `c0..c0 + w`, steps `f0..f1`.
+#[derive(Clone, Copy)]
+struct Span {
+    b: usize,
+    c0: usize,
+    w: usize,
+    f0: usize,
+    f1: usize,
+}
+
+/// Forward over a span, starting from the state `init` (length `w`) before step `f0`.
+///
+/// # Safety
+/// No other task may access `h` in the span's rows and channels meanwhile.
+unsafe fn fwd_span(spec: &ScanSpec, a: &[f32], u: &[f32], h: SyncPtr, s: Span, init: &[f32]) {
+    let mut prev_off = None;
+    for f in s.f0..s.f1 {
+        let r = spec.row(s.b, f) + s.c0;
+        // SAFETY: rows `prev_off` and `r` differ and both lie in this task's span.
+        let (prev, cur) = unsafe {
+            (
+                match prev_off {
+                    Some(p) => h.slice(p, s.w),
+                    None => init,
+                },
+                h.slice_mut(r, s.w),
+            )
+        };
+        fwd_row(&a[r..r + s.w], &u[r..r + s.w], prev, cur);
+        prev_off = Some(r);
+    }
+}
+
+/// A chunk's transfer over a span: `e` = the end state from a zero start, `p` = ∏a.
+fn reduce_span(spec: &ScanSpec, a: &[f32], u: &[f32], s: Span, e: &mut [f32], p: &mut [f32]) {
+    e.fill(0.0);
+    p.fill(1.0);
+    for f in s.f0..s.f1 {
+        let r = spec.row(s.b, f) + s.c0;
+        reduce_row(&a[r..r + s.w], &u[r..r + s.w], e, p);
+    }
+}
+
+/// The saved forward inputs a backward reads.
+#[derive(Clone, Copy)]
+struct BwdIn<'a> {
+    a: &'a [f32],
+    h: &'a [f32],
+    h0: Option<&'a [f32]>,
+    dh: &'a [f32],
+}
+
+/// The gradient buffers as raw pointers for the tasks.
+#[derive(Clone, Copy)]
+struct BwdOut {
+    du: SyncPtr,
+    da: Option<SyncPtr>,
+    dh0: Option<SyncPtr>,
+}
+
+/// Backward over a span, steps `f1 − 1` down to `f0`, given the gradient `g_{f1}`
+/// flowing in from the later steps (`g_in`, zeros at the end of the sequence).
+///
+/// # Safety
+/// No other task may access the span's rows and channels of `du` and `da`, or the
+/// span's channels of `dh0`, meanwhile.
+unsafe fn bwd_span(spec: &ScanSpec, x: BwdIn, out: BwdOut, s: Span, g_in: &[f32], zeros: &[f32]) {
+    let (w, c0, b) = (s.w, s.c0, s.b);
+    let st = b * spec.channels + c0;
+    // Coefficient of the first processed step: a_{f1} (irrelevant at the sequence end).
+    let mut coef: &[f32] = if s.f1 < spec.time { &x.a[spec.row(b, s.f1) + c0..][..w] } else { zeros };
+    let mut gprev_off = None;
+    for f in (s.f0..s.f1).rev() {
+        let r = spec.row(b, f) + c0;
+        let hp: &[f32] = if f > 0 {
+            &x.h[spec.row(b, f - 1) + c0..][..w]
+        } else {
+            match x.h0 {
+                Some(h0) => &h0[st..st + w],
+                None => zeros,
+            }
+        };
+        // SAFETY: rows `gprev_off` and `r` differ and both lie in this task's span.
+        let (gprev, du) = unsafe {
+            (
+                match gprev_off {
+                    Some(p) => out.du.slice(p, w),
+                    None => g_in,
+                },
+                out.du.slice_mut(r, w),
+            )
+        };
+        match out.da {
+            // SAFETY: row `r` of `da` lies in this task's span.
+            Some(da) => bwd_row::<true>(coef, gprev, &x.dh[r..r + w], hp, du, unsafe { da.slice_mut(r, w) }),
+            None => bwd_row::<false>(coef, gprev, &x.dh[r..r + w], hp, du, &mut []),
+        }
+        coef = &x.a[r..r + w];
+        gprev_off = Some(r);
+    }
+    if s.f0 == 0
+        && s.f1 > 0
+        && let Some(dh0) = out.dh0
+    {
+        let r = spec.row(b, 0) + c0;
+        // SAFETY: row 0 of `du` is this task's; channels `st..st + w` of `dh0` too.
+        unsafe { mul_row(&x.a[r..r + w], out.du.slice(r, w), dh0.slice_mut(st, w)) };
+    }
+}
+
+/// The backward transfer of steps `f1 − 1` down to `f0` (coefficients `a_{f+1}`).
+fn bwd_reduce_span(spec: &ScanSpec, x: BwdIn, s: Span, e: &mut [f32], p: &mut [f32]) {
+    e.fill(0.0);
+    p.fill(1.0);
+    for f in (s.f0..s.f1).rev() {
+        let r = spec.row(s.b, f) + s.c0;
+        let rc = spec.row(s.b, f + 1) + s.c0;
+        reduce_row(&x.a[rc..rc + s.w], &x.dh[r..r + s.w], e, p);
+    }
+}
+
+// ----- forward kernels --------------------------------------------------------------------
+
+fn check_fwd(op: &'static str, spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h: &[f32]) -> Result<()> {
+    spec.check_seq(op, "a", a.len())?;
+    spec.check_seq(op, "u", u.len())?;
+    spec.check_seq(op, "h", h.len())?;
+    if let Some(h0) = h0 {
+        spec.check_state(op, "h0", h0.len())?;
+    }
+    Ok(())
+}
+
+/// Sequential reference: `h_t = a_t ⊙ h_{t−1} + u_t` (fused), scalar, one thread.
+/// `h0` (shape `(B, D)`) is the state before the first step; zeros when `None`.
+pub fn scan_seq(spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h: &mut [f32]) -> Result<()> {
+    check_fwd("scan_seq", spec, a, u, h0, h)?;
+    let d = spec.channels;
+    let mut state = vec![0.0f32; d];
+    for b in 0..spec.batch {
+        match h0 {
+            Some(h0) => state.copy_from_slice(&h0[b * d..(b + 1) * d]),
+            None => state.fill(0.0),
+        }
+        for f in 0..spec.time {
+            let r = spec.row(b, f);
+            for c in 0..d {
+                state[c] = a[r + c].mul_add(state[c], u[r + c]);
+                h[r + c] = state[c];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Channel block width for the SIMD kernel: whole rows when the batch alone gives every
+/// thread a couple of tasks, else rows split into blocks of a multiple of 8 channels
+/// (at least [`MIN_BLOCK`]). The values never depend on the split.
+fn simd_block(spec: &ScanSpec, parallel: bool) -> usize {
+    let d = spec.channels.max(1);
+    if !parallel {
+        return d;
+    }
+    let want = 2 * rayon::current_num_threads();
+    if spec.batch >= want {
+        return d;
+    }
+    let per_row = want.div_ceil(spec.batch.max(1));
+    d.div_ceil(per_row).next_multiple_of(8).max(MIN_BLOCK).min(d)
+}
+
+/// SIMD kernel: f32x8 over channels, time step outer, parallel over batch × channel
+/// blocks on the current rayon pool (serial below a measured size threshold).
+pub fn scan_simd(spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h: &mut [f32]) -> Result<()> {
+    check_fwd("scan_simd", spec, a, u, h0, h)?;
+    let parallel = worth_parallel(spec.numel());
+    let (d, bw) = (spec.channels, simd_block(spec, parallel));
+    let nblk = d.div_ceil(bw);
+    let hp = SyncPtr::new(h);
+    for_tasks(spec.batch * nblk, parallel, |task| {
+        let (b, k) = (task / nblk, task % nblk);
+        let c0 = k * bw;
+        let w = bw.min(d - c0);
+        let zeros;
+        let init: &[f32] = match h0 {
+            Some(h0) => &h0[b * d + c0..][..w],
+            None => {
+                zeros = vec![0.0; w];
+                &zeros
+            }
+        };
+        // SAFETY: task (b, k) alone touches batch b, channels c0..c0 + w of `h`.
+        unsafe { fwd_span(spec, a, u, hp, Span { b, c0, w, f0: 0, f1: spec.time }, init) };
+    });
+    Ok(())
+}
+
+/// Chunked kernel: parallel across time chunks of [`chunk_len`] steps. Pass 1 scans the
+/// first chunk of each sequence outright and reduces each middle chunk to its transfer
+/// `(∏a, end state from zero)`; a serial pass chains the transfers into the state
+/// entering every chunk; pass 2 rescans each remaining chunk from that state.
+pub fn scan_chunked(spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h: &mut [f32]) -> Result<()> {
+    check_fwd("scan_chunked", spec, a, u, h0, h)?;
+    let (bsz, t, d) = (spec.batch, spec.time, spec.channels);
+    let len = chunk_len(t, d);
+    let nc = t.div_ceil(len);
+    if nc <= 1 || d == 0 {
+        return scan_simd(spec, a, u, h0, h);
+    }
+    let parallel = worth_parallel(spec.numel());
+    let span = |b: usize, c: usize| Span { b, c0: 0, w: d, f0: c * len, f1: ((c + 1) * len).min(t) };
+    // Transfers (e, p) of chunk c of batch b at ((b·nc + c)·2 + {0, 1})·d.
+    let mut transfer = vec![0.0f32; bsz * nc * 2 * d];
+    let hp = SyncPtr::new(h);
+    let tp = SyncPtr::new(&mut transfer);
+    // Pass 1: chunks 0..nc − 1 (the last chunk's transfer is never needed).
+    for_tasks(bsz * (nc - 1), parallel, |task| {
+        let (b, c) = (task / (nc - 1), task % (nc - 1));
+        if c == 0 {
+            let zeros;
+            let init: &[f32] = match h0 {
+                Some(h0) => &h0[b * d..(b + 1) * d],
+                None => {
+                    zeros = vec![0.0; d];
+                    &zeros
+                }
+            };
+            // SAFETY: this task alone touches chunk 0 of batch b.
+            unsafe { fwd_span(spec, a, u, hp, span(b, 0), init) };
+        } else {
+            // SAFETY: this task alone touches transfer slot (b, c).
+            let ep = unsafe { tp.slice_mut((b * nc + c) * 2 * d, 2 * d) };
+            let (e, p) = ep.split_at_mut(d);
+            reduce_span(spec, a, u, span(b, c), e, p);
+        }
+    });
+    // The state entering chunk c (1 ≤ c < nc) of batch b, at (b·nc + c)·d.
+    let mut carry = vec![0.0f32; bsz * nc * d];
+    for b in 0..bsz {
+        let base = b * nc * d;
+        // SAFETY: the tasks are done; nothing else accesses `h`.
+        carry[base + d..base + 2 * d].copy_from_slice(unsafe { hp.slice(spec.row(b, len - 1), d) });
+        for c in 1..nc - 1 {
+            let (e, p) = transfer[(b * nc + c) * 2 * d..][..2 * d].split_at(d);
+            let (prev, next) = carry[base + c * d..base + (c + 2) * d].split_at_mut(d);
+            chain_carry(e, p, prev, next);
+        }
+    }
+    // Pass 2: rescan chunks 1..nc from their carries.
+    for_tasks(bsz * (nc - 1), parallel, |task| {
+        let (b, c) = (task / (nc - 1), task % (nc - 1) + 1);
+        let init = &carry[(b * nc + c) * d..][..d];
+        // SAFETY: this task alone touches chunk c of batch b.
+        unsafe { fwd_span(spec, a, u, hp, span(b, c), init) };
+    });
+    Ok(())
+}
+
+/// `next = p ⊙ prev + e`, where a zero `prev` contributes nothing even if `p` overflowed.
+fn chain_carry(e: &[f32], p: &[f32], prev: &[f32], next: &mut [f32]) {
+    for i in 0..next.len() {
+        next[i] = if prev[i] == 0.0 { e[i] } else { p[i].mul_add(prev[i], e[i]) };
+    }
+}
+
+/// Forward with the given kernel (`Auto` picks one with [`ScanKernel::select`]).
+pub fn scan_forward(
+    kernel: ScanKernel,
+    spec: &ScanSpec,
+    a: &[f32],
+    u: &[f32],
+    h0: Option<&[f32]>,
+    h: &mut [f32],
+) -> Result<()> {
+    match kernel.resolve(spec) {
+        ScanKernel::Sequential => scan_seq(spec, a, u, h0, h),
+        ScanKernel::Chunked => scan_chunked(spec, a, u, h0, h),
+        _ => scan_simd(spec, a, u, h0, h),
+    }
+}
+
+// ----- backward kernels -------------------------------------------------------------------
+
+/// Gradient buffers a backward kernel fills: `du` (shape `(B, T, D)`, always; it equals
+/// the reverse-scan state `g`), `da` (same shape, when wanted; skipping it saves reading
+/// `h`) and `dh0` (shape `(B, D)`, when wanted).
+pub struct ScanGrads<'a> {
+    pub du: &'a mut [f32],
+    pub da: Option<&'a mut [f32]>,
+    pub dh0: Option<&'a mut [f32]>,
+}
+
+fn check_bwd(
+    op: &'static str,
+    spec: &ScanSpec,
+    a: &[f32],
+    h: &[f32],
+    h0: Option<&[f32]>,
+    dh: &[f32],
+    grads: &ScanGrads,
+) -> Result<()> {
+    check_fwd(op, spec, a, dh, h0, h)?;
+    spec.check_seq(op, "du", grads.du.len())?;
+    if let Some(da) = &grads.da {
+        spec.check_seq(op, "da", da.len())?;
+    }
+    if let Some(dh0) = &grads.dh0 {
+        spec.check_state(op, "dh0", dh0.len())?;
+    }
+    Ok(())
+}
+
+/// Sequential reference backward: `g_t = dh_t + a_{t+1} ⊙ g_{t+1}` (fused) run against
+/// the direction of the forward, `du = g`, `da_t = g_t ⊙ h_{t−1}`, `dh0 = a_0 ⊙ g_0`
+/// (with "t + 1" and "t − 1" taken in the forward's direction). `h` is the forward's
+/// output and `h0` its initial state (zeros when `None`).
+pub fn scan_backward_seq(
+    spec: &ScanSpec,
+    a: &[f32],
+    h: &[f32],
+    h0: Option<&[f32]>,
+    dh: &[f32],
+    grads: ScanGrads,
+) -> Result<()> {
+    check_bwd("scan_backward_seq", spec, a, h, h0, dh, &grads)?;
+    let ScanGrads { du, mut da, mut dh0 } = grads;
+    let d = spec.channels;
+    let (mut g, mut coef) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for b in 0..spec.batch {
+        g.fill(0.0);
+        coef.fill(0.0);
+        for f in (0..spec.time).rev() {
+            let r = spec.row(b, f);
+            for c in 0..d {
+                g[c] = coef[c].mul_add(g[c], dh[r + c]);
+                du[r + c] = g[c];
+                if let Some(da) = da.as_deref_mut() {
+                    let hp = if f > 0 { h[spec.row(b, f - 1) + c] } else { h0.map_or(0.0, |h0| h0[b * d + c]) };
+                    da[r + c] = g[c] * hp;
+                }
+                coef[c] = a[r + c];
+            }
+        }
+        if let Some(dh0) = dh0.as_deref_mut() {
+            mul_row(&coef, &g, &mut dh0[b * d..(b + 1) * d]);
+        }
+    }
+    Ok(())
+}
+
+impl<'a> ScanGrads<'a> {
+    fn ptrs(self) -> BwdOut {
+        BwdOut { du: SyncPtr::new(self.du), da: self.da.map(SyncPtr::new), dh0: self.dh0.map(SyncPtr::new) }
+    }
+}
+
+/// SIMD backward: the same split and vectorisation as [`scan_simd`].
+pub fn scan_backward_simd(
+    spec: &ScanSpec,
+    a: &[f32],
+    h: &[f32],
+    h0: Option<&[f32]>,
+    dh: &[f32],
+    mut grads: ScanGrads,
+) -> Result<()> {
+    check_bwd("scan_backward_simd", spec, a, h, h0, dh, &grads)?;
+    if spec.time == 0 {
+        if let Some(dh0) = grads.dh0.as_deref_mut() {
+            dh0.fill(0.0);
+        }
+        return Ok(());
+    }
+    let parallel = worth_parallel(spec.numel());
+    let (d, bw) = (spec.channels, simd_block(spec, parallel));
+    let nblk = d.div_ceil(bw);
+    let (x, out) = (BwdIn { a, h, h0, dh }, grads.ptrs());
+    let zeros = vec![0.0f32; d];
+    for_tasks(spec.batch * nblk, parallel, |task| {
+        let (b, k) = (task / nblk, task % nblk);
+        let c0 = k * bw;
+        let w = bw.min(d - c0);
+        let z = &zeros[..w];
+        // SAFETY: task (b, k) alone touches batch b, channels c0..c0 + w of the gradients.
+        unsafe { bwd_span(spec, x, out, Span { b, c0, w, f0: 0, f1: spec.time }, z, z) };
+    });
+    Ok(())
+}
+
+/// Chunked backward: the mirror image of [`scan_chunked`] (the last chunk is scanned
+/// outright, the middle ones reduced, carries chained backwards, the rest rescanned).
+pub fn scan_backward_chunked(
+    spec: &ScanSpec,
+    a: &[f32],
+    h: &[f32],
+    h0: Option<&[f32]>,
+    dh: &[f32],
+    grads: ScanGrads,
+) -> Result<()> {
+    check_bwd("scan_backward_chunked", spec, a, h, h0, dh, &grads)?;
+    let (bsz, t, d) = (spec.batch, spec.time, spec.channels);
+    let len = chunk_len(t, d);
+    let nc = t.div_ceil(len);
+    if nc <= 1 || d == 0 {
+        return scan_backward_simd(spec, a, h, h0, dh, grads);
+    }
+    let parallel = worth_parallel(spec.numel());
+    let span = |b: usize, c: usize| Span { b, c0: 0, w: d, f0: c * len, f1: ((c + 1) * len).min(t) };
+    let (x, out) = (BwdIn { a, h, h0, dh }, grads.ptrs());
+    let zeros = vec![0.0f32; d];
+    let mut transfer = vec![0.0f32; bsz * nc * 2 * d];
+    let tp = SyncPtr::new(&mut transfer);
+    // Pass 1: chunks 1..nc (chunk 0's transfer is never needed); the last one outright.
+    for_tasks(bsz * (nc - 1), parallel, |task| {
+        let (b, c) = (task / (nc - 1), task % (nc - 1) + 1);
+        if c == nc - 1 {
+            // SAFETY: this task alone touches the last chunk of batch b.
+            unsafe { bwd_span(spec, x, out, span(b, c), &zeros, &zeros) };
+        } else {
+            // SAFETY: this task alone touches transfer slot (b, c).
+            let ep = unsafe { tp.slice_mut((b * nc + c) * 2 * d, 2 * d) };
+            let (e, p) = ep.split_at_mut(d);
+            bwd_reduce_span(spec, x, span(b, c), e, p);
+        }
+    });
+    // The gradient entering chunk c (0 ≤ c < nc − 1) from the later steps, at (b·nc + c)·d.
+    let mut carry = vec![0.0f32; bsz * nc * d];
+    for b in 0..bsz {
+        let base = b * nc * d;
+        // SAFETY: the tasks are done; nothing else accesses `du`.
+        let g_last = unsafe { out.du.slice(spec.row(b, (nc - 1) * len), d) };
+        carry[base + (nc - 2) * d..base + (nc - 1) * d].copy_from_slice(g_last);
+        for c in (1..nc - 1).rev() {
+            let (e, p) = transfer[(b * nc + c) * 2 * d..][..2 * d].split_at(d);
+            let (next, prev) = carry[base + (c - 1) * d..base + (c + 1) * d].split_at_mut(d);
+            chain_carry(e, p, prev, next);
+        }
+    }
+    // Pass 2: rescan chunks 0..nc − 1 from their carries.
+    for_tasks(bsz * (nc - 1), parallel, |task| {
+        let (b, c) = (task / (nc - 1), task % (nc - 1));
+        let g_in = &carry[(b * nc + c) * d..][..d];
+        // SAFETY: this task alone touches chunk c of batch b (and dh0 of batch b for c = 0).
+        unsafe { bwd_span(spec, x, out, span(b, c), g_in, &zeros) };
+    });
+    Ok(())
+}
+
+/// Backward with the given kernel (`Auto` picks one with [`ScanKernel::select`]).
+pub fn scan_backward(
+    kernel: ScanKernel,
+    spec: &ScanSpec,
+    a: &[f32],
+    h: &[f32],
+    h0: Option<&[f32]>,
+    dh: &[f32],
+    grads: ScanGrads,
+) -> Result<()> {
+    match kernel.resolve(spec) {
+        ScanKernel::Sequential => scan_backward_seq(spec, a, h, h0, dh, grads),
+        ScanKernel::Chunked => scan_backward_chunked(spec, a, h, h0, dh, grads),
+        _ => scan_backward_simd(spec, a, h, h0, dh, grads),
+    }
+}
+
+// ----- the op -----------------------------------------------------------------------------
+
+struct ScanBackward {
+    spec: ScanSpec,
+    kernel: ScanKernel,
+    a: Tensor,
+    h: Tensor,
+    h0: Option<Tensor>,
+}
+
+impl Backward for ScanBackward {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let spec = &self.spec;
+        let (dh, a, h) = (g.contiguous_data(), self.a.contiguous_data(), self.h.contiguous_data());
+        let h0 = self.h0.as_ref().map(|t| t.contiguous_data());
+        let mut du = vec![0.0f32; spec.numel()];
+        let mut da = needs[0].then(|| vec![0.0f32; spec.numel()]);
+        let mut dh0 = (needs.get(2) == Some(&true)).then(|| vec![0.0f32; spec.batch * spec.channels]);
+        let grads = ScanGrads { du: &mut du, da: da.as_deref_mut(), dh0: dh0.as_deref_mut() };
+        scan_backward(self.kernel, spec, &a, &h, h0.as_deref(), &dh, grads)?;
+        let mut out = vec![da.map(|v| Tensor::from_parts(v, spec.shape())), Some(Tensor::from_parts(du, spec.shape()))];
+        if self.h0.is_some() {
+            out.push(dh0.map(|v| Tensor::from_parts(v, Shape::new([spec.batch, spec.channels]))));
+        }
+        Ok(out)
+    }
+}
+
+/// Validate the operands of a scan and return its sizes.
+fn scan_spec(a: &Tensor, u: &Tensor, h0: Option<&Tensor>) -> Result<ScanSpec> {
+    if a.shape() != u.shape() {
+        return Err(Error::ShapeMismatch { op: "scan", lhs: a.shape_obj().clone(), rhs: u.shape_obj().clone() });
+    }
+    let &[b, t, d] = a.shape() else {
+        return Err(Error::InvalidArgument {
+            op: "scan",
+            message: format!("a and u must have shape (B, T, D), got {}", a.shape_obj()),
+        });
+    };
+    if let Some(h0) = h0
+        && h0.shape() != [b, d]
+    {
+        return Err(Error::InvalidArgument {
+            op: "scan",
+            message: format!(
+                "h0 has shape {} but a and u of shape {} need h0 of shape {}",
+                h0.shape_obj(),
+                a.shape_obj(),
+                Shape::new([b, d])
+            ),
+        });
+    }
+    Ok(ScanSpec::new(b, t, d))
+}
+
+impl Tensor {
+    /// The diagonal linear recurrence `h_t = self_t ⊙ h_{t−1} + u_t` over `(B, T, D)`
+    /// tensors (`self` is `a`), from the initial state `h0` of shape `(B, D)` (zeros when
+    /// `None`); with `opts.reverse`, time runs backwards (`h_t = a_t ⊙ h_{t+1} + u_t`).
+    /// Differentiable in `a`, `u` and `h0`. NaN in `a` or `u` propagates forward in time
+    /// within its channel (see the module docs).
+    ///
+    /// ```
+    /// use fixpoint::{Tensor, ops::scan::ScanOptions};
+    /// let a = Tensor::full([1, 3, 1], 0.5);
+    /// let u = Tensor::ones([1, 3, 1]);
+    /// let h = a.scan(&u, None, ScanOptions::forward())?;
+    /// assert_eq!(h.to_vec(), vec![1.0, 1.5, 1.75]);
+    /// # Ok::<(), fixpoint::Error>(())
+    /// ```
+    pub fn scan(&self, u: &Tensor, h0: Option<&Tensor>, opts: ScanOptions) -> Result<Tensor> {
+        let spec = scan_spec(self, u, h0)?.reversed(opts.reverse);
+        let (a_data, u_data) = (self.contiguous_data(), u.contiguous_data());
+        let h0_data = h0.map(|t| t.contiguous_data());
+        let mut h = vec![0.0f32; spec.numel()];
+        scan_forward(opts.kernel, &spec, &a_data, &u_data, h0_data.as_deref(), &mut h)?;
+        let mut out = Tensor::from_parts(h, spec.shape());
+        let inputs: Vec<&Tensor> = [Some(self), Some(u), h0].into_iter().flatten().collect();
+        if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+            let saved = |t: &Tensor, data: &[f32]| {
+                if t.is_contiguous() { t.detach() } else { Tensor::from_parts(data.to_vec(), t.shape_obj().clone()) }
+            };
+            let backward = ScanBackward {
+                spec,
+                kernel: opts.kernel,
+                a: saved(self, &a_data),
+                h: out.detach(),
+                h0: h0.zip(h0_data.as_deref()).map(|(t, d)| saved(t, d)),
+            };
+            out.node = Tensor::record(&spec.shape(), &inputs, || backward);
+        }
+        Ok(out)
+    }
+}
+
+/// `a.scan(u, h0, opts)` as a free function.
+pub fn scan(a: &Tensor, u: &Tensor, h0: Option<&Tensor>, opts: ScanOptions) -> Result<Tensor> {
+    a.scan(u, h0, opts)
+}
