@@ -16,6 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod autograd;
+pub mod bench;
 pub mod error;
 pub mod init;
 pub mod layout;
