@@ -11,14 +11,14 @@
 //!
 //! - [`scan_seq`]: the sequential reference, scalar loops, one thread.
 //! - [`scan_simd`]: `wide::f32x8` over channels with the time step outer (each step reads
-//!   one contiguous row segment per operand), parallel over batch × channel blocks. This
-//!   moves the minimum of bytes (read `a` and `u` once, write `h` once) and runs at the
-//!   memory bandwidth.
+//!   one contiguous row segment per operand), parallel over batch rows (and over channel
+//!   blocks of at least 256 channels when the batch is small). This moves the minimum of
+//!   bytes (read `a` and `u` once, write `h` once) and runs at the memory bandwidth.
 //! - [`scan_chunked`]: parallel across time for long sequences with few channels. Pass 1
 //!   reduces each chunk to its transfer `(∏a, local end state)`; a tiny serial pass
 //!   propagates the carries between chunks; pass 2 rescans each chunk from its carry. It
 //!   moves 20 bytes per element instead of 12, so it only pays when batch × channels
-//!   cannot keep the threads busy.
+//!   cannot keep many threads busy (see [`ScanKernel::select`]).
 //!
 //! Every step is one fused multiply-add `a·h + u` in every kernel, so [`scan_seq`] and
 //! [`scan_simd`] agree bit for bit (on targets with FMA), whatever the split into blocks.
@@ -115,14 +115,17 @@ impl ScanKernel {
 
     /// The kernel that `Auto` runs for `spec` on `threads` threads.
     ///
-    /// The SIMD kernel moves 12 bytes per element and the chunked one 20, and on this
-    /// class of machine one core nearly saturates DRAM. So the chunked kernel is chosen
-    /// only when there are threads to spare, the batch × channel blocks cannot occupy
-    /// them, the sequence is long enough for several chunks per thread, and the data
-    /// is small enough to stay in the last-level cache (where the scan is latency- rather
-    /// than bandwidth-bound).
+    /// The SIMD kernel moves 12 bytes per element and runs at the bandwidth of one core
+    /// even for a single channel block; the chunked one moves 20 and does about 2–3× the
+    /// work of the SIMD kernel on one core (measured on the 2-core Zen 4 VM for D = 4..64,
+    /// T = 16 Ki..64 Ki). So the chunked kernel is chosen only when the batch × channel
+    /// blocks leave threads idle, there are enough threads (at least
+    /// [`CHUNKED_MIN_THREADS`]) to repay its extra work, the sequence has at least two
+    /// chunks per thread, and the data is small enough to stay in the last-level cache
+    /// (beyond it, one core already streams at the DRAM limit). On two cores that never
+    /// happens: the SIMD kernel on one core is faster for every few-channel shape measured.
     pub fn select(spec: &ScanSpec, threads: usize) -> ScanKernel {
-        if threads <= 1 || !worth_parallel(spec.numel()) {
+        if threads < CHUNKED_MIN_THREADS || spec.numel() < par_min_elems() {
             return ScanKernel::Simd;
         }
         let blocks = spec.batch * spec.channels.div_ceil(MIN_BLOCK);
@@ -168,22 +171,30 @@ impl ScanOptions {
 // ----- tuning ---------------------------------------------------------------------------
 
 /// Narrowest channel block (a multiple of 8) that the SIMD kernel hands to one task
-/// when it splits rows between threads.
+/// when it splits rows between threads (when the batch is too small to share out). A
+/// task that owns only part of each row reads strided row segments, which stream well
+/// only when the segments are long: B = 1, D = 256 split into 2 × 128 channels ran at
+/// half the speed of one thread on whole rows.
 const MIN_BLOCK: usize = 256;
-/// Below this many elements a rayon fork/join costs more than it saves (measured with
-/// `fixpoint bench scan`: about 1–2 µs from inside a pool, 15–20 µs from outside).
+/// Fewest threads for which `Auto` considers the chunked kernel (see [`ScanKernel::select`]).
+pub const CHUNKED_MIN_THREADS: usize = 4;
+/// Below this many elements a kernel stays serial. A rayon fork/join costs about 1–2 µs
+/// from inside a pool and 15–20 µs from outside (docs/performance.md §7, where splitting
+/// 2 × 2 µs of work from inside a pool already gave 1.4×); 32 Ki elements are 4–15 µs of
+/// scan, 256 Ki elements 30–120 µs.
 const PAR_MIN_ELEMS_IN_POOL: usize = 32 * 1024;
 const PAR_MIN_ELEMS_OUTSIDE: usize = 256 * 1024;
 /// Largest scan (elements) for which `Auto` considers the chunked kernel.
 const CHUNKED_MAX_ELEMS: usize = 2 * 1024 * 1024;
 
+/// Fewest elements worth a fork/join from the calling thread.
+fn par_min_elems() -> usize {
+    if rayon::current_thread_index().is_some() { PAR_MIN_ELEMS_IN_POOL } else { PAR_MIN_ELEMS_OUTSIDE }
+}
+
 /// Whether `elems` elements of work justify a fork/join on the current pool.
 fn worth_parallel(elems: usize) -> bool {
-    if rayon::current_num_threads() <= 1 {
-        return false;
-    }
-    let min = if rayon::current_thread_index().is_some() { PAR_MIN_ELEMS_IN_POOL } else { PAR_MIN_ELEMS_OUTSIDE };
-    elems >= min
+    rayon::current_num_threads() > 1 && elems >= par_min_elems()
 }
 
 /// Time steps per chunk of the chunked kernel: a function of `T` and `D` only, so that
