@@ -141,7 +141,15 @@ fn draw(path: &Path, results: &[ShapeResult], labels: bool) -> DrawResult {
                     .y_desc("ms per call")
                     .label_style((FONT_FAMILY, 13))
                     .x_label_formatter(&|x| format!("{x:.0}"))
-                    .y_label_formatter(&|y| format!("{y:.3}"))
+                    .y_label_formatter(&|y| {
+                        if *y >= 10.0 {
+                            format!("{y:.0}")
+                        } else if *y >= 1.0 {
+                            format!("{y:.1}")
+                        } else {
+                            format!("{y:.2}")
+                        }
+                    })
                     .draw()?;
             } else {
                 chart.configure_mesh().x_labels(0).y_labels(0).draw()?;
@@ -211,8 +219,20 @@ mod tests {
                         triad_s: s,
                         auto: ScanKernel::Simd,
                         kernels: vec![
-                            KernelTime { kernel: ScanKernel::Simd, fwd_s: s * 1.1, bwd_s: s * 1.8 },
-                            KernelTime { kernel: ScanKernel::Chunked, fwd_s: s * 1.7, bwd_s: s * 2.5 },
+                            KernelTime {
+                                kernel: ScanKernel::Simd,
+                                fwd_s: s * 1.1,
+                                bwd_s: s * 1.8,
+                                fwd_over_triad: 1.1,
+                                bwd_over_triad: 1.8,
+                            },
+                            KernelTime {
+                                kernel: ScanKernel::Chunked,
+                                fwd_s: s * 1.7,
+                                bwd_s: s * 2.5,
+                                fwd_over_triad: 1.7,
+                                bwd_over_triad: 2.5,
+                            },
                         ],
                     });
                 }
