@@ -10,6 +10,7 @@
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use fixpoint::bench::cli::{BenchScanArgs, bench_scan_cli};
 use fixpoint::nn::Activation;
 use fixpoint::run::{Run, RunArgs};
 use fixpoint::train::{MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
@@ -55,6 +56,9 @@ enum RunsCommand {
 enum BenchCommand {
     /// Core ops: Linear vs raw sgemm, elementwise vs STREAM triad, softmax and layer_norm vs copy.
     Core(BenchCoreArgs),
+    /// The diagonal scan's kernels against a STREAM triad, per shape and thread count
+    /// (--threads N measures N only; default 1 and 2).
+    Scan(BenchScanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +409,7 @@ fn main() -> ExitCode {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
+        Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
         Command::Runs(c) => cmd_runs(c),
     })
     .and_then(|r| r);

@@ -6,8 +6,8 @@
 mod common;
 use common::*;
 use fixpoint::ops::scan::{
-    ScanGrads, ScanKernel, ScanOptions, ScanSpec, chunk_len, scan_backward_chunked, scan_backward_seq,
-    scan_backward_simd, scan_chunked, scan_seq, scan_simd,
+    CHUNKED_MIN_THREADS, ScanGrads, ScanKernel, ScanOptions, ScanSpec, chunk_len, scan_backward_chunked,
+    scan_backward_seq, scan_backward_simd, scan_chunked, scan_seq, scan_simd,
 };
 use fixpoint::{Error, Rng, Tensor};
 use proptest::prelude::*;
@@ -308,9 +308,12 @@ fn bits(v: &[Vec<f32>; 4]) -> Vec<Vec<u32>> {
 
 #[test]
 fn chunked_is_bit_identical_across_thread_counts() -> Result<(), rayon::ThreadPoolBuildError> {
-    // Few channels, long sequence: Auto picks the chunked kernel on 2 threads.
+    // Few channels, long sequence: Auto picks the chunked kernel given enough threads
+    // (on 2 threads the SIMD kernel on one core is faster, so Auto keeps that).
     let spec = ScanSpec::new(1, 50_000, 16);
-    assert_eq!(ScanKernel::select(&spec, 2), ScanKernel::Chunked);
+    let threads = CHUNKED_MIN_THREADS;
+    let selected = pool(threads).install(|| ScanKernel::select(&spec, threads));
+    assert_eq!(selected, ScanKernel::Chunked);
     let mut rng = Rng::new(11);
     let n = spec.numel();
     let (a, u, dh) =
@@ -327,20 +330,23 @@ fn chunked_is_bit_identical_across_thread_counts() -> Result<(), rayon::ThreadPo
             .build()?
             .install(|| run_kernel(ScanKernel::Chunked, &spec, &a, &u, &h0, &dh));
         assert!(bits(&one) == bits(&two), "chunked reverse={rev}: 1 and 2 threads differ");
-        // And through the op with Auto, which picks the same kernel on 2 threads.
+        let many = pool(threads).install(|| run_kernel(ScanKernel::Chunked, &spec, &a, &u, &h0, &dh));
+        assert!(bits(&one) == bits(&many), "chunked reverse={rev}: 1 and {threads} threads differ");
+        // And through the op with Auto, which picks the chunked kernel on that pool.
         let t = |v: &[f32]| Tensor::from_slice(v, [1, 50_000, 16]).unwrap();
         let h0t = Tensor::from_slice(&h0, [1, 16]).unwrap();
         let opts = ScanOptions { reverse: rev, kernel: ScanKernel::Auto };
-        let op2 = pool(2).install(|| t(&a).scan(&t(&u), Some(&h0t), opts).unwrap().to_vec());
-        assert!(op2.iter().zip(&two[0]).all(|(x, y)| x.to_bits() == y.to_bits()), "auto on 2 threads");
+        let op = pool(threads).install(|| t(&a).scan(&t(&u), Some(&h0t), opts).unwrap().to_vec());
+        assert!(op.iter().zip(&two[0]).all(|(x, y)| x.to_bits() == y.to_bits()), "auto on {threads} threads");
     }
     Ok(())
 }
 
 #[test]
 fn simd_is_bit_identical_across_thread_counts_and_to_seq() {
-    // Few batch rows, so the SIMD kernel splits channels into blocks on 2 and 3 threads.
-    let spec = ScanSpec::new(1, 3000, 203);
+    // One batch row of many channels, so the SIMD kernel splits the channels into blocks
+    // (256, 256 and 91 wide) on 2 and 3 threads.
+    let spec = ScanSpec::new(1, 1500, 603);
     let mut rng = Rng::new(12);
     let n = spec.numel();
     let (a, u, dh) =

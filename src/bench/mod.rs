@@ -1,8 +1,11 @@
 //! Benchmarks behind `fixpoint bench ...`: every figure is a ratio against a baseline
 //! measured in the same process, at the same thread count, as medians of repetitions.
 
+pub mod cli;
 pub mod core;
 mod core_rows;
+mod plot;
+pub mod scan;
 
 use std::time::Instant;
 
@@ -65,4 +68,24 @@ pub fn copy(dst: &mut [f32], src: &[f32]) {
     } else {
         dst.copy_from_slice(src);
     }
+}
+
+/// Median of `xs` (the mean of the two middle values for an even count; NaN when empty).
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
+}
+
+/// Seconds per call of `f`, averaged over `iters` back-to-back calls.
+pub fn time_per_call(iters: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters.max(1) as f64
 }

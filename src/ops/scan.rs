@@ -11,14 +11,14 @@
 //!
 //! - [`scan_seq`]: the sequential reference, scalar loops, one thread.
 //! - [`scan_simd`]: `wide::f32x8` over channels with the time step outer (each step reads
-//!   one contiguous row segment per operand), parallel over batch × channel blocks. This
-//!   moves the minimum of bytes (read `a` and `u` once, write `h` once) and runs at the
-//!   memory bandwidth.
+//!   one contiguous row segment per operand), parallel over batch rows (and over channel
+//!   blocks of at least 256 channels when the batch is small). This moves the minimum of
+//!   bytes (read `a` and `u` once, write `h` once) and runs at the memory bandwidth.
 //! - [`scan_chunked`]: parallel across time for long sequences with few channels. Pass 1
 //!   reduces each chunk to its transfer `(∏a, local end state)`; a tiny serial pass
 //!   propagates the carries between chunks; pass 2 rescans each chunk from its carry. It
 //!   moves 20 bytes per element instead of 12, so it only pays when batch × channels
-//!   cannot keep the threads busy.
+//!   cannot keep many threads busy (see [`ScanKernel::select`]).
 //!
 //! Every step is one fused multiply-add `a·h + u` in every kernel, so [`scan_seq`] and
 //! [`scan_simd`] agree bit for bit (on targets with FMA), whatever the split into blocks.
@@ -115,14 +115,17 @@ impl ScanKernel {
 
     /// The kernel that `Auto` runs for `spec` on `threads` threads.
     ///
-    /// The SIMD kernel moves 12 bytes per element and the chunked one 20, and on this
-    /// class of machine one core nearly saturates DRAM. So the chunked kernel is chosen
-    /// only when there are threads to spare, the batch × channel blocks cannot occupy
-    /// them, the sequence is long enough for several chunks per thread, and the data
-    /// is small enough to stay in the last-level cache (where the scan is latency- rather
-    /// than bandwidth-bound).
+    /// The SIMD kernel moves 12 bytes per element and runs at the bandwidth of one core
+    /// even for a single channel block; the chunked one moves 20 and does about 2–3× the
+    /// work of the SIMD kernel on one core (measured on the 2-core Zen 4 VM for D = 4..64,
+    /// T = 16 Ki..64 Ki). So the chunked kernel is chosen only when the batch × channel
+    /// blocks leave threads idle, there are enough threads (at least
+    /// [`CHUNKED_MIN_THREADS`]) to repay its extra work, the sequence has at least two
+    /// chunks per thread, and the data is small enough to stay in the last-level cache
+    /// (beyond it, one core already streams at the DRAM limit). On two cores that never
+    /// happens: the SIMD kernel on one core is faster for every few-channel shape measured.
     pub fn select(spec: &ScanSpec, threads: usize) -> ScanKernel {
-        if threads <= 1 || !worth_parallel(spec.numel()) {
+        if threads < CHUNKED_MIN_THREADS || spec.numel() < par_min_elems() {
             return ScanKernel::Simd;
         }
         let blocks = spec.batch * spec.channels.div_ceil(MIN_BLOCK);
@@ -168,22 +171,30 @@ impl ScanOptions {
 // ----- tuning ---------------------------------------------------------------------------
 
 /// Narrowest channel block (a multiple of 8) that the SIMD kernel hands to one task
-/// when it splits rows between threads.
-const MIN_BLOCK: usize = 64;
-/// Below this many elements a rayon fork/join costs more than it saves (measured with
-/// `fixpoint bench scan`: about 1–2 µs from inside a pool, 15–20 µs from outside).
+/// when it splits rows between threads (when the batch is too small to share out). A
+/// task that owns only part of each row reads strided row segments, which stream well
+/// only when the segments are long: B = 1, D = 256 split into 2 × 128 channels ran at
+/// half the speed of one thread on whole rows.
+const MIN_BLOCK: usize = 256;
+/// Fewest threads for which `Auto` considers the chunked kernel (see [`ScanKernel::select`]).
+pub const CHUNKED_MIN_THREADS: usize = 4;
+/// Below this many elements a kernel stays serial. A rayon fork/join costs about 1–2 µs
+/// from inside a pool and 15–20 µs from outside (docs/performance.md §7, where splitting
+/// 2 × 2 µs of work from inside a pool already gave 1.4×); 32 Ki elements are 4–15 µs of
+/// scan, 256 Ki elements 30–120 µs.
 const PAR_MIN_ELEMS_IN_POOL: usize = 32 * 1024;
 const PAR_MIN_ELEMS_OUTSIDE: usize = 256 * 1024;
 /// Largest scan (elements) for which `Auto` considers the chunked kernel.
 const CHUNKED_MAX_ELEMS: usize = 2 * 1024 * 1024;
 
+/// Fewest elements worth a fork/join from the calling thread.
+fn par_min_elems() -> usize {
+    if rayon::current_thread_index().is_some() { PAR_MIN_ELEMS_IN_POOL } else { PAR_MIN_ELEMS_OUTSIDE }
+}
+
 /// Whether `elems` elements of work justify a fork/join on the current pool.
 fn worth_parallel(elems: usize) -> bool {
-    if rayon::current_num_threads() <= 1 {
-        return false;
-    }
-    let min = if rayon::current_thread_index().is_some() { PAR_MIN_ELEMS_IN_POOL } else { PAR_MIN_ELEMS_OUTSIDE };
-    elems >= min
+    rayon::current_num_threads() > 1 && elems >= par_min_elems()
 }
 
 /// Time steps per chunk of the chunked kernel: a function of `T` and `D` only, so that
@@ -239,7 +250,81 @@ impl SyncPtr {
     }
 }
 
-// ----- row primitives (one time step over a contiguous channel segment) -------------------
+// ----- inner loops ---------------------------------------------------------------------------
+//
+// Two ways to walk a task's block of channels over its steps. Both move through memory
+// strictly in the direction of the steps (rows and, within a row, channels), because the
+// prefetchers lose track of any other order: rows that descend while each row ascends, or
+// rows revisited in several narrower passes, run 2–3× slower from DRAM (measured).
+//
+// - Narrow blocks (at most 64 channels, at most 4 cache lines per row): the state lives in
+//   registers for all the steps, in one loop over up to 8 vectors and a scalar tail. The
+//   loop carries only the recurrence: per step one load per input and one store per output.
+// - Wider blocks: one row after the other; the state is the previous output row (in L1).
+
+/// Widest block (channels) whose state stays in registers.
+const NARROW: usize = 64;
+
+/// A read position: base pointer and element offset (offsets advance with the walk and
+/// are only dereferenced in bounds).
+#[derive(Clone, Copy)]
+struct Src {
+    base: *const f32,
+    off: isize,
+}
+
+/// A write position.
+#[derive(Clone, Copy)]
+struct Dst {
+    base: *mut f32,
+    off: isize,
+}
+
+impl Src {
+    fn new(s: &[f32], off: isize) -> Src {
+        Src { base: s.as_ptr(), off }
+    }
+    /// # Safety
+    /// `off + k .. off + k + 8` must lie in the allocation.
+    #[inline(always)]
+    unsafe fn v(self, k: usize) -> f32x8 {
+        // SAFETY: in bounds by the caller's promise; unaligned read of 8 f32.
+        f32x8::new(unsafe { self.base.offset(self.off + k as isize).cast::<[f32; 8]>().read_unaligned() })
+    }
+    /// # Safety
+    /// `off + k` must lie in the allocation.
+    #[inline(always)]
+    unsafe fn s(self, k: usize) -> f32 {
+        // SAFETY: in bounds by the caller's promise.
+        unsafe { *self.base.offset(self.off + k as isize) }
+    }
+}
+
+impl Dst {
+    fn new(p: SyncPtr, off: isize) -> Dst {
+        Dst { base: p.ptr, off }
+    }
+    /// # Safety
+    /// `off + k .. off + k + 8` must lie in the allocation, written by this task alone.
+    #[inline(always)]
+    unsafe fn set_v(self, k: usize, v: f32x8) {
+        // SAFETY: in bounds and exclusive by the caller's promise.
+        unsafe { self.base.offset(self.off + k as isize).cast::<[f32; 8]>().write_unaligned(v.to_array()) }
+    }
+    /// # Safety
+    /// `off + k` must lie in the allocation, written by this task alone.
+    #[inline(always)]
+    unsafe fn set(self, k: usize, v: f32) {
+        // SAFETY: in bounds and exclusive by the caller's promise.
+        unsafe { *self.base.offset(self.off + k as isize) = v }
+    }
+}
+
+/// Index `j` of `n` in walk order.
+#[inline(always)]
+fn ord<const DESC: bool>(j: usize, n: usize) -> usize {
+    if DESC { n - 1 - j } else { j }
+}
 
 #[inline(always)]
 fn load(s: &[f32]) -> f32x8 {
@@ -251,73 +336,321 @@ fn store(d: &mut [f32], v: f32x8) {
     d[..8].copy_from_slice(v.as_array());
 }
 
-/// `cur = a ⊙ prev + u` (fused).
+/// Narrow forward over `n` steps: `K` vectors and `s.len() − 8K < 8` scalars of state,
+/// `h = a ⊙ h + u`, rows `step` apart.
+///
+/// # Safety
+/// All `n` rows of the block must lie in `a`, `u` and `h`; `h` there is the task's alone.
 #[inline(always)]
-fn fwd_row(a: &[f32], u: &[f32], prev: &[f32], cur: &mut [f32]) {
-    let n = cur.len();
-    let (a, u, prev) = (&a[..n], &u[..n], &prev[..n]);
-    let v = n / 8 * 8;
-    for (((c, a), u), p) in cur[..v]
-        .chunks_exact_mut(8)
-        .zip(a[..v].chunks_exact(8))
-        .zip(u[..v].chunks_exact(8))
-        .zip(prev[..v].chunks_exact(8))
-    {
-        store(c, load(a).mul_add(load(p), load(u)));
+unsafe fn fwd_narrow<const K: usize, const DESC: bool>(a: Src, u: Src, h: Dst, step: isize, n: usize, s: &mut [f32]) {
+    let r = s.len() - 8 * K;
+    let (mut v, mut t) = ([f32x8::ZERO; K], [0.0f32; 8]);
+    for k in 0..K {
+        v[k] = load(&s[8 * k..]);
     }
-    for i in v..n {
-        cur[i] = a[i].mul_add(prev[i], u[i]);
-    }
-}
-
-/// `e = a ⊙ e + u; p = p ⊙ a` (a chunk's transfer, accumulated step by step).
-#[inline(always)]
-fn reduce_row(a: &[f32], u: &[f32], e: &mut [f32], p: &mut [f32]) {
-    let n = e.len();
-    let (a, u, p) = (&a[..n], &u[..n], &mut p[..n]);
-    let v = n / 8 * 8;
-    for (((e, p), a), u) in e[..v]
-        .chunks_exact_mut(8)
-        .zip(p[..v].chunks_exact_mut(8))
-        .zip(a[..v].chunks_exact(8))
-        .zip(u[..v].chunks_exact(8))
-    {
-        let av = load(a);
-        store(e, av.mul_add(load(e), load(u)));
-        store(p, load(p) * av);
-    }
-    for i in v..n {
-        e[i] = a[i].mul_add(e[i], u[i]);
-        p[i] *= a[i];
-    }
-}
-
-/// Backward step: `g = coef ⊙ gprev + dh; du = g; da = g ⊙ hp` (da only when `DA`).
-#[inline(always)]
-fn bwd_row<const DA: bool>(coef: &[f32], gprev: &[f32], dh: &[f32], hp: &[f32], du: &mut [f32], da: &mut [f32]) {
-    let n = du.len();
-    let (coef, gprev, dh) = (&coef[..n], &gprev[..n], &dh[..n]);
-    let v = n / 8 * 8;
-    if DA {
-        let (hp, da) = (&hp[..n], &mut da[..n]);
-        for i in (0..v).step_by(8) {
-            let g = load(&coef[i..]).mul_add(load(&gprev[i..]), load(&dh[i..]));
-            store(&mut du[i..], g);
-            store(&mut da[i..], g * load(&hp[i..]));
+    t[..r].copy_from_slice(&s[8 * K..]);
+    let (mut a, mut u, mut h) = (a, u, h);
+    for _ in 0..n {
+        // SAFETY (both closures): the row is in bounds by the caller's promise.
+        let vecs = |v: &mut [f32x8; K]| {
+            for j in 0..K {
+                let k = ord::<DESC>(j, K);
+                unsafe {
+                    v[k] = a.v(8 * k).mul_add(v[k], u.v(8 * k));
+                    h.set_v(8 * k, v[k]);
+                }
+            }
+        };
+        let tail = |t: &mut [f32; 8]| {
+            for j in 0..r {
+                let k = ord::<DESC>(j, r);
+                unsafe {
+                    t[k] = a.s(8 * K + k).mul_add(t[k], u.s(8 * K + k));
+                    h.set(8 * K + k, t[k]);
+                }
+            }
+        };
+        if DESC {
+            tail(&mut t);
+            vecs(&mut v);
+        } else {
+            vecs(&mut v);
+            tail(&mut t);
         }
-        for i in v..n {
-            let g = coef[i].mul_add(gprev[i], dh[i]);
-            du[i] = g;
-            da[i] = g * hp[i];
+        (a.off, u.off, h.off) = (a.off + step, u.off + step, h.off + step);
+    }
+    for k in 0..K {
+        store(&mut s[8 * k..], v[k]);
+    }
+    s[8 * K..].copy_from_slice(&t[..r]);
+}
+
+/// Narrow chunk transfer over `n` steps: `e = a ⊙ e + u`, `p = p ⊙ a`.
+///
+/// # Safety
+/// All `n` rows of the block must lie in `a` and `u`.
+#[inline(always)]
+unsafe fn red_narrow<const K: usize, const DESC: bool>(
+    a: Src,
+    u: Src,
+    step: isize,
+    n: usize,
+    e: &mut [f32],
+    p: &mut [f32],
+) {
+    let r = e.len() - 8 * K;
+    let (mut ev, mut pv) = ([f32x8::ZERO; K], [f32x8::ZERO; K]);
+    let (mut et, mut pt) = ([0.0f32; 8], [0.0f32; 8]);
+    for k in 0..K {
+        (ev[k], pv[k]) = (load(&e[8 * k..]), load(&p[8 * k..]));
+    }
+    et[..r].copy_from_slice(&e[8 * K..]);
+    pt[..r].copy_from_slice(&p[8 * K..8 * K + r]);
+    let (mut a, mut u) = (a, u);
+    for _ in 0..n {
+        // SAFETY (both closures): the row is in bounds by the caller's promise.
+        let vecs = |ev: &mut [f32x8; K], pv: &mut [f32x8; K]| {
+            for j in 0..K {
+                let k = ord::<DESC>(j, K);
+                let av = unsafe { a.v(8 * k) };
+                ev[k] = av.mul_add(ev[k], unsafe { u.v(8 * k) });
+                pv[k] *= av;
+            }
+        };
+        let tail = |et: &mut [f32; 8], pt: &mut [f32; 8]| {
+            for j in 0..r {
+                let k = ord::<DESC>(j, r);
+                let av = unsafe { a.s(8 * K + k) };
+                et[k] = av.mul_add(et[k], unsafe { u.s(8 * K + k) });
+                pt[k] *= av;
+            }
+        };
+        if DESC {
+            tail(&mut et, &mut pt);
+            vecs(&mut ev, &mut pv);
+        } else {
+            vecs(&mut ev, &mut pv);
+            tail(&mut et, &mut pt);
+        }
+        (a.off, u.off) = (a.off + step, u.off + step);
+    }
+    for k in 0..K {
+        store(&mut e[8 * k..], ev[k]);
+        store(&mut p[8 * k..], pv[k]);
+    }
+    e[8 * K..].copy_from_slice(&et[..r]);
+    p[8 * K..8 * K + r].copy_from_slice(&pt[..r]);
+}
+
+/// The sources and destinations of a narrow backward block, all at the same row.
+#[derive(Clone, Copy)]
+struct BwdRows {
+    a: Src,
+    dh: Src,
+    /// `h` at the step after in processing order (`h_{t−1}` for a forward scan).
+    hp: Src,
+    du: Dst,
+    da: Dst,
+}
+
+impl BwdRows {
+    #[inline(always)]
+    fn advance(&mut self, step: isize) {
+        self.a.off += step;
+        self.dh.off += step;
+        self.hp.off += step;
+        self.du.off += step;
+        self.da.off += step;
+    }
+}
+
+/// Narrow backward over `n` steps (state `g`): `g = c ⊙ g + dh; du = g; da = g ⊙ hp`
+/// (`da` only when `DA`), where the coefficient `c` is the previous step's `a` (`c_init`
+/// for the first step). Each step loads its own `a` row before it stores anything: a
+/// load from the row just stored to (`a` and `du` start at the same offset modulo 4 KiB
+/// when both come from the allocator) would wait for the store (4K aliasing, 3–5× slower).
+///
+/// # Safety
+/// All `n` rows of the block must lie in their buffers; `du` and `da` there are the
+/// task's alone.
+#[inline(always)]
+unsafe fn bwd_narrow<const K: usize, const DESC: bool, const DA: bool>(
+    r: BwdRows,
+    c_init: &[f32],
+    step: isize,
+    n: usize,
+    s: &mut [f32],
+) {
+    let len = s.len() - 8 * K;
+    let (mut g, mut c) = ([f32x8::ZERO; K], [f32x8::ZERO; K]);
+    let (mut gt, mut ct) = ([0.0f32; 8], [0.0f32; 8]);
+    for k in 0..K {
+        (g[k], c[k]) = (load(&s[8 * k..]), load(&c_init[8 * k..]));
+    }
+    gt[..len].copy_from_slice(&s[8 * K..]);
+    ct[..len].copy_from_slice(&c_init[8 * K..8 * K + len]);
+    let mut r = r;
+    for _ in 0..n {
+        // SAFETY (both closures): the row is in bounds by the caller's promise.
+        let vecs = |g: &mut [f32x8; K], c: &mut [f32x8; K]| {
+            for j in 0..K {
+                let k = ord::<DESC>(j, K);
+                unsafe {
+                    let next = r.a.v(8 * k);
+                    g[k] = c[k].mul_add(g[k], r.dh.v(8 * k));
+                    r.du.set_v(8 * k, g[k]);
+                    if DA {
+                        r.da.set_v(8 * k, g[k] * r.hp.v(8 * k));
+                    }
+                    c[k] = next;
+                }
+            }
+        };
+        let tail = |gt: &mut [f32; 8], ct: &mut [f32; 8]| {
+            for j in 0..len {
+                let k = ord::<DESC>(j, len);
+                let i = 8 * K + k;
+                unsafe {
+                    let next = r.a.s(i);
+                    gt[k] = ct[k].mul_add(gt[k], r.dh.s(i));
+                    r.du.set(i, gt[k]);
+                    if DA {
+                        r.da.set(i, gt[k] * r.hp.s(i));
+                    }
+                    ct[k] = next;
+                }
+            }
+        };
+        if DESC {
+            tail(&mut gt, &mut ct);
+            vecs(&mut g, &mut c);
+        } else {
+            vecs(&mut g, &mut c);
+            tail(&mut gt, &mut ct);
+        }
+        r.advance(step);
+    }
+    for k in 0..K {
+        store(&mut s[8 * k..], g[k]);
+    }
+    s[8 * K..].copy_from_slice(&gt[..len]);
+}
+
+/// Call `$f::<K, DESC, ..>` for a runtime vector count `K` ∈ 0..=8 and direction.
+macro_rules! dispatch {
+    ($f:ident, $k:expr, $desc:expr, [$($extra:tt)*], $($arg:expr),*) => {
+        match ($k, $desc) {
+            (0, false) => $f::<0, false $($extra)*>($($arg),*),
+            (0, true) => $f::<0, true $($extra)*>($($arg),*),
+            (1, false) => $f::<1, false $($extra)*>($($arg),*),
+            (1, true) => $f::<1, true $($extra)*>($($arg),*),
+            (2, false) => $f::<2, false $($extra)*>($($arg),*),
+            (2, true) => $f::<2, true $($extra)*>($($arg),*),
+            (3, false) => $f::<3, false $($extra)*>($($arg),*),
+            (3, true) => $f::<3, true $($extra)*>($($arg),*),
+            (4, false) => $f::<4, false $($extra)*>($($arg),*),
+            (4, true) => $f::<4, true $($extra)*>($($arg),*),
+            (5, false) => $f::<5, false $($extra)*>($($arg),*),
+            (5, true) => $f::<5, true $($extra)*>($($arg),*),
+            (6, false) => $f::<6, false $($extra)*>($($arg),*),
+            (6, true) => $f::<6, true $($extra)*>($($arg),*),
+            (7, false) => $f::<7, false $($extra)*>($($arg),*),
+            (7, true) => $f::<7, true $($extra)*>($($arg),*),
+            (8, false) => $f::<8, false $($extra)*>($($arg),*),
+            (8, true) => $f::<8, true $($extra)*>($($arg),*),
+            _ => unreachable!("scan: no narrow kernel for {} vectors", $k),
+        }
+    };
+}
+
+/// Channel index `j` of a row of `w` (`v = w / 8` vectors, then the scalar tail) in walk
+/// order: call `vec(k)` for the vector at channel `k` and `one(k)` for a tail channel.
+#[inline(always)]
+fn walk_row<const DESC: bool>(w: usize, mut vec: impl FnMut(usize), mut one: impl FnMut(usize)) {
+    let v = w / 8;
+    if DESC {
+        for k in (8 * v..w).rev() {
+            one(k);
+        }
+        for j in (0..v).rev() {
+            vec(8 * j);
         }
     } else {
-        for i in (0..v).step_by(8) {
-            store(&mut du[i..], load(&coef[i..]).mul_add(load(&gprev[i..]), load(&dh[i..])));
+        for j in 0..v {
+            vec(8 * j);
         }
-        for i in v..n {
-            du[i] = coef[i].mul_add(gprev[i], dh[i]);
+        for k in 8 * v..w {
+            one(k);
         }
     }
+}
+
+/// Wide forward step over `w` channels: `h = a ⊙ p + u` (fused).
+///
+/// # Safety
+/// The `w` channels at every position must lie in their buffers; `h` there is the task's
+/// alone and does not overlap `p`.
+#[inline(always)]
+unsafe fn fwd_row<const DESC: bool>(a: Src, u: Src, p: Src, h: Dst, w: usize) {
+    // SAFETY (both closures): in bounds and exclusive by the caller's promise.
+    walk_row::<DESC>(
+        w,
+        |k| unsafe { h.set_v(k, a.v(k).mul_add(p.v(k), u.v(k))) },
+        |k| unsafe { h.set(k, a.s(k).mul_add(p.s(k), u.s(k))) },
+    );
+}
+
+/// Wide transfer step: `e = a ⊙ e + u; p = p ⊙ a` (`e`, `p` of length `w`).
+///
+/// # Safety
+/// The `w` channels of `a` and `u` must lie in their buffers.
+#[inline(always)]
+unsafe fn reduce_row<const DESC: bool>(a: Src, u: Src, e: &mut [f32], p: &mut [f32]) {
+    let w = e.len();
+    let p = &mut p[..w];
+    let (ev, pv) = (Dst { base: e.as_mut_ptr(), off: 0 }, Dst { base: p.as_mut_ptr(), off: 0 });
+    let (es, ps) = (Src { base: ev.base, off: 0 }, Src { base: pv.base, off: 0 });
+    // SAFETY (both closures): `e` and `p` hold `w` values; the rest by the caller's promise.
+    walk_row::<DESC>(
+        w,
+        |k| unsafe {
+            let av = a.v(k);
+            ev.set_v(k, av.mul_add(es.v(k), u.v(k)));
+            pv.set_v(k, ps.v(k) * av);
+        },
+        |k| unsafe {
+            let av = a.s(k);
+            ev.set(k, av.mul_add(es.s(k), u.s(k)));
+            pv.set(k, ps.s(k) * av);
+        },
+    );
+}
+
+/// Wide backward step: `g = c ⊙ gp + dh; du = g; da = g ⊙ hp` (`da` only when `DA`).
+///
+/// # Safety
+/// The `w` channels at every position must lie in their buffers; `du` and `da` there are
+/// the task's alone and overlap no source.
+#[inline(always)]
+unsafe fn bwd_row<const DESC: bool, const DA: bool>(c: Src, gp: Src, dh: Src, hp: Src, du: Dst, da: Dst, w: usize) {
+    // SAFETY (both closures): in bounds and exclusive by the caller's promise.
+    walk_row::<DESC>(
+        w,
+        |k| unsafe {
+            let g = c.v(k).mul_add(gp.v(k), dh.v(k));
+            du.set_v(k, g);
+            if DA {
+                da.set_v(k, g * hp.v(k));
+            }
+        },
+        |k| unsafe {
+            let g = c.s(k).mul_add(gp.s(k), dh.s(k));
+            du.set(k, g);
+            if DA {
+                da.set(k, g * hp.s(k));
+            }
+        },
+    );
 }
 
 /// `out = x ⊙ y`.
@@ -339,36 +672,75 @@ struct Span {
     f1: usize,
 }
 
+impl ScanSpec {
+    /// Offset between the rows of consecutive steps (`row(f + 1) − row(f)`).
+    fn fdir(&self) -> isize {
+        let d = self.channels as isize;
+        if self.reverse { -d } else { d }
+    }
+    fn check_span(&self, s: &Span) {
+        assert!(s.f0 <= s.f1 && s.f1 <= self.time && s.c0 + s.w <= self.channels && s.b < self.batch, "scan: span");
+    }
+}
+
 /// Forward over a span, starting from the state `init` (length `w`) before step `f0`.
 ///
 /// # Safety
 /// No other task may access `h` in the span's rows and channels meanwhile.
 unsafe fn fwd_span(spec: &ScanSpec, a: &[f32], u: &[f32], h: SyncPtr, s: Span, init: &[f32]) {
-    let mut prev_off = None;
-    for f in s.f0..s.f1 {
-        let r = spec.row(s.b, f) + s.c0;
-        // SAFETY: rows `prev_off` and `r` differ and both lie in this task's span.
-        let (prev, cur) = unsafe {
-            (
-                match prev_off {
-                    Some(p) => h.slice(p, s.w),
-                    None => init,
-                },
-                h.slice_mut(r, s.w),
-            )
-        };
-        fwd_row(&a[r..r + s.w], &u[r..r + s.w], prev, cur);
-        prev_off = Some(r);
+    spec.check_span(&s);
+    let numel = spec.numel();
+    assert!(a.len() == numel && u.len() == numel && h.len == numel && init.len() == s.w, "scan: buffers");
+    if s.f0 == s.f1 {
+        return;
+    }
+    let desc = spec.reverse;
+    if s.w <= NARROW {
+        let mut state = [0.0f32; NARROW];
+        let state = &mut state[..s.w];
+        state.copy_from_slice(init);
+        let row = (spec.row(s.b, s.f0) + s.c0) as isize;
+        let (ra, ru, rh) = (Src::new(a, row), Src::new(u, row), Dst::new(h, row));
+        // SAFETY: rows f0..f1 of channels c0..c0 + w lie in the buffers (checked above);
+        // `h` there belongs to this task.
+        unsafe { dispatch!(fwd_narrow, s.w / 8, desc, [], ra, ru, rh, spec.fdir(), s.f1 - s.f0, state) };
+        return;
+    }
+    let step = spec.fdir();
+    let row = (spec.row(s.b, s.f0) + s.c0) as isize;
+    let (mut ra, mut ru, mut rh) = (Src::new(a, row), Src::new(u, row), Dst::new(h, row));
+    let mut prev = Src::new(init, 0);
+    for _ in s.f0..s.f1 {
+        // SAFETY: rows f0..f1 of channels c0..c0 + w lie in the buffers (checked above);
+        // `h` there belongs to this task, and the previous row is another row (or `init`).
+        unsafe { if desc { fwd_row::<true>(ra, ru, prev, rh, s.w) } else { fwd_row::<false>(ra, ru, prev, rh, s.w) } }
+        prev = Src { base: rh.base, off: rh.off };
+        (ra.off, ru.off, rh.off) = (ra.off + step, ru.off + step, rh.off + step);
     }
 }
 
 /// A chunk's transfer over a span: `e` = the end state from a zero start, `p` = ∏a.
 fn reduce_span(spec: &ScanSpec, a: &[f32], u: &[f32], s: Span, e: &mut [f32], p: &mut [f32]) {
+    spec.check_span(&s);
+    assert!(a.len() == spec.numel() && u.len() == spec.numel() && e.len() == s.w && p.len() == s.w);
     e.fill(0.0);
     p.fill(1.0);
+    if s.f0 == s.f1 {
+        return;
+    }
+    let desc = spec.reverse;
+    if s.w <= NARROW {
+        let row = (spec.row(s.b, s.f0) + s.c0) as isize;
+        let (ra, ru) = (Src::new(a, row), Src::new(u, row));
+        // SAFETY: rows f0..f1 of the block lie in `a` and `u` (checked above).
+        unsafe { dispatch!(red_narrow, s.w / 8, desc, [], ra, ru, spec.fdir(), s.f1 - s.f0, e, p) };
+        return;
+    }
     for f in s.f0..s.f1 {
-        let r = spec.row(s.b, f) + s.c0;
-        reduce_row(&a[r..r + s.w], &u[r..r + s.w], e, p);
+        let r = (spec.row(s.b, f) + s.c0) as isize;
+        let (a, u) = (Src::new(a, r), Src::new(u, r));
+        // SAFETY: row f of the block lies in `a` and `u` (checked above).
+        unsafe { if desc { reduce_row::<true>(a, u, e, p) } else { reduce_row::<false>(a, u, e, p) } }
     }
 }
 
@@ -391,62 +763,119 @@ struct BwdOut {
 
 /// Backward over a span, steps `f1 − 1` down to `f0`, given the gradient `g_{f1}`
 /// flowing in from the later steps (`g_in`, zeros at the end of the sequence).
+/// `zeros` holds at least `w` zeros.
 ///
 /// # Safety
 /// No other task may access the span's rows and channels of `du` and `da`, or the
 /// span's channels of `dh0`, meanwhile.
 unsafe fn bwd_span(spec: &ScanSpec, x: BwdIn, out: BwdOut, s: Span, g_in: &[f32], zeros: &[f32]) {
+    spec.check_span(&s);
+    let numel = spec.numel();
+    assert!(x.a.len() == numel && x.h.len() == numel && x.dh.len() == numel && out.du.len == numel);
+    assert!(out.da.is_none_or(|p| p.len == numel) && g_in.len() == s.w && zeros.len() >= s.w);
+    assert!(x.h0.is_none_or(|h0| h0.len() == spec.batch * spec.channels));
     let (w, c0, b) = (s.w, s.c0, s.b);
-    let st = b * spec.channels + c0;
-    // Coefficient of the first processed step: a_{f1} (irrelevant at the sequence end).
-    let mut coef: &[f32] = if s.f1 < spec.time { &x.a[spec.row(b, s.f1) + c0..][..w] } else { zeros };
-    let mut gprev_off = None;
-    for f in (s.f0..s.f1).rev() {
-        let r = spec.row(b, f) + c0;
-        let hp: &[f32] = if f > 0 {
-            &x.h[spec.row(b, f - 1) + c0..][..w]
-        } else {
-            match x.h0 {
-                Some(h0) => &h0[st..st + w],
-                None => zeros,
+    let st0 = b * spec.channels + c0;
+    let h0_row: &[f32] = match x.h0 {
+        Some(h0) => &h0[st0..st0 + w],
+        None => &zeros[..w],
+    };
+    let (fdir, desc) = (spec.fdir(), !spec.reverse);
+    let mut narrow_state = [0.0f32; NARROW];
+    if w <= NARROW {
+        let state = &mut narrow_state[..w];
+        state.copy_from_slice(g_in);
+        // Steps f_hi − 1 down to f_hi − n, with the coefficient a_{f+1} (or zero at the
+        // sequence end) and h_{f−1} (or h0 at the start).
+        let mut segment = |f_hi: usize, n: usize, coef_zero: bool, hp_init: bool| {
+            let row = (spec.row(b, f_hi - 1) + c0) as isize;
+            let c_init: &[f32] = if coef_zero { &zeros[..w] } else { &x.a[(row + fdir) as usize..][..w] };
+            let hp = if hp_init { Src::new(h0_row, 0) } else { Src::new(x.h, row - fdir) };
+            let da = out.da.map_or(Dst { base: std::ptr::null_mut(), off: 0 }, |p| Dst::new(p, row));
+            let r = BwdRows { a: Src::new(x.a, row), dh: Src::new(x.dh, row), hp, du: Dst::new(out.du, row), da };
+            // SAFETY: the n rows f_hi − n..f_hi lie in the buffers, their previous rows
+            // (down to f_hi − n − 1 ≥ 0) too unless `hp_init` (then n = 1); `du`, `da`
+            // there belong to this task.
+            unsafe {
+                match out.da {
+                    Some(_) => dispatch!(bwd_narrow, w / 8, desc, [, true], r, c_init, -fdir, n, state),
+                    None => dispatch!(bwd_narrow, w / 8, desc, [, false], r, c_init, -fdir, n, state),
+                }
             }
         };
-        // SAFETY: rows `gprev_off` and `r` differ and both lie in this task's span.
-        let (gprev, du) = unsafe {
-            (
-                match gprev_off {
-                    Some(p) => out.du.slice(p, w),
-                    None => g_in,
-                },
-                out.du.slice_mut(r, w),
-            )
-        };
-        match out.da {
-            // SAFETY: row `r` of `da` lies in this task's span.
-            Some(da) => bwd_row::<true>(coef, gprev, &x.dh[r..r + w], hp, du, unsafe { da.slice_mut(r, w) }),
-            None => bwd_row::<false>(coef, gprev, &x.dh[r..r + w], hp, du, &mut []),
+        let mut hi = s.f1;
+        if hi > s.f0 && hi == spec.time {
+            segment(hi, 1, true, hi == 1);
+            hi -= 1;
         }
-        coef = &x.a[r..r + w];
-        gprev_off = Some(r);
+        if hi > s.f0.max(1) {
+            segment(hi, hi - s.f0.max(1), false, false);
+            hi = s.f0.max(1);
+        }
+        if hi == 1 && s.f0 == 0 {
+            segment(1, 1, false, true);
+        }
+    } else {
+        let mut coef =
+            if s.f1 < spec.time { Src::new(x.a, (spec.row(b, s.f1) + c0) as isize) } else { Src::new(zeros, 0) };
+        let mut gprev = Src::new(g_in, 0);
+        let null = Dst { base: std::ptr::null_mut(), off: 0 };
+        for f in (s.f0..s.f1).rev() {
+            let r = (spec.row(b, f) + c0) as isize;
+            let hp = if f > 0 { Src::new(x.h, r - fdir) } else { Src::new(h0_row, 0) };
+            let (dh, du) = (Src::new(x.dh, r), Dst::new(out.du, r));
+            let da = out.da.map_or(null, |p| Dst::new(p, r));
+            // SAFETY: row f, its coefficient row f + 1 (or `zeros`), its previous row f − 1
+            // (or `h0_row`) lie in the buffers; `du`, `da` at row f belong to this task and
+            // `gprev` is another row of `du` (or `g_in`).
+            unsafe {
+                match (out.da.is_some(), desc) {
+                    (true, true) => bwd_row::<true, true>(coef, gprev, dh, hp, du, da, w),
+                    (true, false) => bwd_row::<false, true>(coef, gprev, dh, hp, du, da, w),
+                    (false, true) => bwd_row::<true, false>(coef, gprev, dh, hp, du, da, w),
+                    (false, false) => bwd_row::<false, false>(coef, gprev, dh, hp, du, da, w),
+                }
+            }
+            coef = Src::new(x.a, r);
+            gprev = Src { base: du.base, off: r };
+        }
     }
     if s.f0 == 0
         && s.f1 > 0
         && let Some(dh0) = out.dh0
     {
         let r = spec.row(b, 0) + c0;
-        // SAFETY: row 0 of `du` is this task's; channels `st..st + w` of `dh0` too.
-        unsafe { mul_row(&x.a[r..r + w], out.du.slice(r, w), dh0.slice_mut(st, w)) };
+        // SAFETY: row 0 of `du` is this task's (read only now); channels `st0..st0 + w`
+        // of `dh0` too.
+        let g0 = if w <= NARROW { &narrow_state[..w] } else { unsafe { out.du.slice(r, w) } };
+        unsafe { mul_row(&x.a[r..r + w], g0, dh0.slice_mut(st0, w)) };
     }
 }
 
-/// The backward transfer of steps `f1 − 1` down to `f0` (coefficients `a_{f+1}`).
+/// The backward transfer of steps `f1 − 1` down to `f0` (coefficients `a_{f+1}`;
+/// `f1 < T`).
 fn bwd_reduce_span(spec: &ScanSpec, x: BwdIn, s: Span, e: &mut [f32], p: &mut [f32]) {
+    spec.check_span(&s);
+    assert!(s.f1 < spec.time && x.a.len() == spec.numel() && x.dh.len() == spec.numel());
+    assert!(e.len() == s.w && p.len() == s.w);
     e.fill(0.0);
     p.fill(1.0);
+    if s.f0 == s.f1 {
+        return;
+    }
+    let (fdir, desc) = (spec.fdir(), !spec.reverse);
+    if s.w <= NARROW {
+        let row = (spec.row(s.b, s.f1 - 1) + s.c0) as isize;
+        let (coef, dh) = (Src::new(x.a, row + fdir), Src::new(x.dh, row));
+        // SAFETY: rows f0..f1 and their coefficient rows (up to f1 < T) lie in the buffers.
+        unsafe { dispatch!(red_narrow, s.w / 8, desc, [], coef, dh, -fdir, s.f1 - s.f0, e, p) };
+        return;
+    }
     for f in (s.f0..s.f1).rev() {
-        let r = spec.row(s.b, f) + s.c0;
-        let rc = spec.row(s.b, f + 1) + s.c0;
-        reduce_row(&x.a[rc..rc + s.w], &x.dh[r..r + s.w], e, p);
+        let r = (spec.row(s.b, f) + s.c0) as isize;
+        let (c, dh) = (Src::new(x.a, r + fdir), Src::new(x.dh, r));
+        // SAFETY: row f and its coefficient row f + 1 < T lie in the buffers.
+        unsafe { if desc { reduce_row::<true>(c, dh, e, p) } else { reduce_row::<false>(c, dh, e, p) } }
     }
 }
 
@@ -508,17 +937,14 @@ pub fn scan_simd(spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h: &
     let (d, bw) = (spec.channels, simd_block(spec, parallel));
     let nblk = d.div_ceil(bw);
     let hp = SyncPtr::new(h);
+    let zeros = if h0.is_none() { vec![0.0f32; bw] } else { Vec::new() };
     for_tasks(spec.batch * nblk, parallel, |task| {
         let (b, k) = (task / nblk, task % nblk);
         let c0 = k * bw;
         let w = bw.min(d - c0);
-        let zeros;
         let init: &[f32] = match h0 {
             Some(h0) => &h0[b * d + c0..][..w],
-            None => {
-                zeros = vec![0.0; w];
-                &zeros
-            }
+            None => &zeros[..w],
         };
         // SAFETY: task (b, k) alone touches batch b, channels c0..c0 + w of `h`.
         unsafe { fwd_span(spec, a, u, hp, Span { b, c0, w, f0: 0, f1: spec.time }, init) };
@@ -544,17 +970,14 @@ pub fn scan_chunked(spec: &ScanSpec, a: &[f32], u: &[f32], h0: Option<&[f32]>, h
     let mut transfer = vec![0.0f32; bsz * nc * 2 * d];
     let hp = SyncPtr::new(h);
     let tp = SyncPtr::new(&mut transfer);
+    let zeros = vec![0.0f32; d];
     // Pass 1: chunks 0..nc − 1 (the last chunk's transfer is never needed).
     for_tasks(bsz * (nc - 1), parallel, |task| {
         let (b, c) = (task / (nc - 1), task % (nc - 1));
         if c == 0 {
-            let zeros;
             let init: &[f32] = match h0 {
                 Some(h0) => &h0[b * d..(b + 1) * d],
-                None => {
-                    zeros = vec![0.0; d];
-                    &zeros
-                }
+                None => &zeros,
             };
             // SAFETY: this task alone touches chunk 0 of batch b.
             unsafe { fwd_span(spec, a, u, hp, span(b, 0), init) };
