@@ -362,6 +362,14 @@ fn cmd_bench_core(a: &BenchCoreArgs) -> CliResult<()> {
         println!("  {name} (4096, 768) {:.3} ms vs copy {:.3} ms", op * 1e3, copy * 1e3);
         ratios.push((format!("{name}_over_copy"), op / copy, 2.0));
     }
+    for (n, ser, par) in &r.threshold_sweep {
+        println!(
+            "  exp over {n:>8} elements: serial {:>9.1} us, split {:>9.1} us ({:.2}x)",
+            ser * 1e6,
+            par * 1e6,
+            ser / par
+        );
+    }
     for (name, ratio, target) in ratios {
         let verdict = if ratio <= target { "meets" } else { "MISSES" };
         println!("  {name:<28} {ratio:>6.3}  (target <= {target}: {verdict})");

@@ -17,6 +17,9 @@ pub struct CoreBench {
     pub elementwise_over_triad: f64,
     /// (name, op seconds, copy seconds) for the normalisation ops.
     pub row_ops: Vec<(String, f64, f64)>,
+    /// (elements, serial seconds, parallel seconds) of `exp` around the parallel
+    /// threshold, both forced through the same fixed chunks (empty with 1 thread).
+    pub threshold_sweep: Vec<(usize, f64, f64)>,
 }
 
 impl CoreBench {
@@ -34,6 +37,13 @@ impl CoreBench {
             j[format!("{name}_ms")] = (op * 1e3).into();
             j[format!("{name}_over_copy")] = (op / copy).into();
         }
+        let sweep: Vec<serde_json::Value> = self
+            .threshold_sweep
+            .iter()
+            .map(|&(n, s, p)| serde_json::json!({"elements": n, "serial_us": s * 1e6, "parallel_us": p * 1e6, "speedup": s / p}))
+            .collect();
+        j["parallel_threshold_sweep"] = sweep.into();
+        j["parallel_threshold_elements"] = crate::cpu::par::ELEMWISE_MIN.into();
         j
     }
 }
@@ -100,6 +110,7 @@ pub fn run(reps: usize) -> Result<CoreBench> {
     );
 
     let row_ops = super::core_rows::row_ops(reps, &mut rng)?;
+    let threshold_sweep = if rayon::current_num_threads() > 1 { threshold_sweep(reps, &mut rng) } else { Vec::new() };
     Ok(CoreBench {
         threads: rayon::current_num_threads(),
         linear_fwd_bwd_s: t_lin,
@@ -109,5 +120,35 @@ pub fn run(reps: usize) -> Result<CoreBench> {
         triad_s: t_triad,
         elementwise_over_triad: t_mul / t_triad,
         row_ops,
+        threshold_sweep,
     })
+}
+
+/// The exp kernel over `n` elements, serial vs split into the op's fixed chunks on the
+/// current pool: where the parallel version starts to win is the threshold to use.
+fn threshold_sweep(reps: usize, rng: &mut Rng) -> Vec<(usize, f64, f64)> {
+    use crate::ops::elementwise::Unary;
+    use rayon::prelude::*;
+    let ch = crate::cpu::par::ELEMWISE_CHUNK;
+    [1 << 13, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20]
+        .into_iter()
+        .map(|n| {
+            let x: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
+            let mut y = vec![0.0f32; n];
+            let mut z = vec![0.0f32; n];
+            // Chunks at least 4K elements so that small sizes still split in two.
+            let chunk = ch.min(n / 2).max(4096);
+            let (t_ser, t_par) = paired_medians(
+                reps.max(15),
+                || Unary::Exp.forward_slice(&x, &mut y),
+                || {
+                    z.par_chunks_mut(chunk)
+                        .enumerate()
+                        .for_each(|(i, o)| Unary::Exp.forward_slice(&x[i * chunk..i * chunk + o.len()], o))
+                },
+            );
+            black_box((&y, &z));
+            (n, t_ser, t_par)
+        })
+        .collect()
 }
