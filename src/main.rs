@@ -459,7 +459,7 @@ fn dino_json(c: &DinoConfig, r: &DinoReport, preset: &str) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "dataset": r.info.dataset,
         "probe_dataset": r.info.probe_dataset,
         "claim": r.info.claim,
@@ -492,7 +492,6 @@ fn dino_json(c: &DinoConfig, r: &DinoReport, preset: &str) -> Value {
         "train_s": r.train_s,
         "cache_s": r.cache_s,
         "images_per_s": f64num(r.images_per_s),
-        "first_kl": r.kls.first().copied().map(f64num),
         "final_loss": r.losses.last().copied().map(num),
         "probes": {
             "teacher": probe_json(&r.probes.teacher),
@@ -501,7 +500,14 @@ fn dino_json(c: &DinoConfig, r: &DinoReport, preset: &str) -> Value {
             "pixels": probe_json(&r.probes.pixels),
         },
         "history": history,
-    })
+    });
+    // KL trace (spec §8.5: logged in f64): the student starts at the teacher (KL ~ 0),
+    // the KL peaks after the first updates and then falls as the student fits.
+    v["first_kl"] = r.kls.first().copied().map_or(Value::Null, f64num);
+    v["kl_peak"] = r.kl_peak().map_or(Value::Null, |(_, k)| f64num(k));
+    v["kl_peak_step"] = r.kl_peak().map_or(Value::Null, |(s, _)| json!(s));
+    v["kl_final"] = f64num(r.kl_final());
+    v
 }
 
 /// Plain progress lines on stdout.

@@ -161,13 +161,13 @@ impl DinoConfig {
         }
     }
 
-    /// A tiny preset for `reproduce --quick` and tests (seconds): 2 epochs on 2,000
-    /// images, m = 1024.
+    /// A tiny preset for `reproduce --quick` (seconds): 2 epochs on 1,000 images,
+    /// m = 1024, probes on 1,000 / 500 images. It checks the pipeline, not the paper.
     pub fn smoke() -> Self {
         DinoConfig {
-            train_size: Some(2000),
-            probe_train_size: Some(2000),
-            probe_test_size: Some(1000),
+            train_size: Some(1000),
+            probe_train_size: Some(1000),
+            probe_test_size: Some(500),
             out_dim: 1024,
             epochs: 2,
             ..DinoConfig::default()
@@ -652,6 +652,18 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         images_per_s: if train_s > 0.0 { images as f64 / train_s } else { f64::NAN },
         cache_s,
     })
+}
+
+impl DinoReport {
+    /// The largest batch KL of the run and its step (the student starts at the teacher,
+    /// so the KL first grows, then falls as the student fits).
+    pub fn kl_peak(&self) -> Option<(usize, f64)> {
+        self.kls.iter().copied().enumerate().filter(|(_, k)| k.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+    /// Mean batch KL of the last completed epoch.
+    pub fn kl_final(&self) -> f64 {
+        self.history.last().map_or(f64::NAN, |h| h.mean_kl)
+    }
 }
 
 /// Timing of the distillation step alone, on random images.
