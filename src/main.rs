@@ -579,6 +579,7 @@ fn bench_json(b: &StepBench) -> Value {
         "out_dim": b.out_dim,
         "params": b.params,
         "median_step_s": b.median_s,
+        "median_optimizer_s": b.median_optimizer_s,
         "images_per_s": b.images_per_s,
         "step_s": b.step_s,
     })
@@ -599,12 +600,13 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
             fixpoint::cpu::par::with_threads(threads, || bench_distill_step(&c.encoder, c.out_dim, batch, 2, steps))?
                 .map_err(|e| e.to_string())?;
         println!(
-            "dino step bench: {} student ({} params), batch {}, m = {}: median {:.1} ms/step, {:.1} images/s ({} threads)",
+            "dino step bench: {} student ({} params), batch {}, m = {}: median {:.1} ms/step ({:.1} ms AdamW), {:.1} images/s ({} threads)",
             b.student_model,
             b.params,
             b.batch_size,
             b.out_dim,
             1e3 * b.median_s,
+            1e3 * b.median_optimizer_s,
             b.images_per_s,
             threads.unwrap_or(1)
         );

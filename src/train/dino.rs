@@ -437,7 +437,8 @@ pub fn teacher_logits_both(teacher: &DinoModel, set: &ImageSet, idx: &[usize]) -
     Ok((teacher_logits(teacher, Some(&cache), &x, idx)?, teacher_logits(teacher, None, &x, idx)?))
 }
 
-/// One student update against fixed teacher logits; returns (CE, KL or NaN).
+/// One student update against fixed teacher logits; returns (CE, KL or NaN, seconds
+/// spent in the optimizer update).
 #[allow(clippy::too_many_arguments)]
 fn distill_step(
     student: &mut DinoModel,
@@ -448,7 +449,7 @@ fn distill_step(
     center: Option<&mut Center>,
     lr: f32,
     log_kl: bool,
-) -> Result<(f32, f64)> {
+) -> Result<(f32, f64, f64)> {
     let probs = method::teacher_probs(t_logits, loss_cfg, center.as_deref())?;
     let s_logits = student.forward(x)?;
     let kl = if log_kl {
@@ -468,11 +469,13 @@ fn distill_step(
     student.zero_grad();
     loss.backward()?;
     drop(loss);
+    let t_opt = Instant::now();
     opt.step(student, lr)?;
+    let opt_s = t_opt.elapsed().as_secs_f64();
     if let Some(c) = center {
         c.update(t_logits)?;
     }
-    Ok((l, kl))
+    Ok((l, kl, opt_s))
 }
 
 /// Build the teacher and the α-interpolated student of `cfg`. Returns the number of
@@ -584,7 +587,7 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
             let ts = Instant::now();
             let x = data.train.batch(idx)?;
             let t_logits = teacher_logits(&teacher, cache.as_deref(), &x, idx)?;
-            let (l, kl) =
+            let (l, kl, _) =
                 distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, center.as_mut(), cfg.lr, true)?;
             let secs = ts.elapsed().as_secs_f64();
             ep_train += secs;
@@ -685,6 +688,8 @@ pub struct StepBench {
     pub step_s: Vec<f64>,
     pub median_s: f64,
     pub images_per_s: f64,
+    /// Median seconds of the AdamW update inside a step.
+    pub median_optimizer_s: f64,
 }
 
 /// Time `steps` distillation steps (after `warmup` untimed ones) of the `encoder`
@@ -706,18 +711,22 @@ pub fn bench_distill_step(
     let x = set.batch(&idx)?;
     let cache = teacher_cache(&teacher, &set)?;
     let mut opt = AdamW::with_groups(AdamWConfig::default(), method::param_groups(&student, cfg.wd_1d))?;
-    let mut step_s = Vec::with_capacity(steps);
+    let (mut step_s, mut opt_s) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for i in 0..warmup + steps {
         let t = Instant::now();
         let t_logits = teacher_logits(&teacher, Some(&cache), &x, &idx)?;
-        distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false)?;
+        let (_, _, o) = distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false)?;
         if i >= warmup {
             step_s.push(t.elapsed().as_secs_f64());
+            opt_s.push(o);
         }
     }
-    let mut sorted = step_s.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median_s = if sorted.is_empty() { f64::NAN } else { sorted[sorted.len() / 2] };
+    let median = |v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() { f64::NAN } else { sorted[sorted.len() / 2] }
+    };
+    let median_s = median(&step_s);
     Ok(StepBench {
         student_model: encoder.name().to_string(),
         batch_size: batch,
@@ -726,5 +735,6 @@ pub fn bench_distill_step(
         step_s,
         median_s,
         images_per_s: batch as f64 / median_s,
+        median_optimizer_s: median(&opt_s),
     })
 }
