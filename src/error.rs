@@ -39,6 +39,15 @@ pub enum Error {
     GradShape { op: &'static str, input: usize, expected: Shape, got: Shape },
     /// Reading or writing a file failed.
     Io { path: String, message: String },
+    /// A data file is truncated, corrupt or not what it claims to be (names the file
+    /// and the byte offset).
+    Data(crate::data::DataError),
+}
+
+impl From<crate::data::DataError> for Error {
+    fn from(e: crate::data::DataError) -> Self {
+        Error::Data(e)
+    }
 }
 
 /// `Result` with the crate's [`Error`].
@@ -88,6 +97,7 @@ impl fmt::Display for Error {
                 write!(f, "backward of {op}: gradient for input {input} has shape {got}, expected {expected}")
             }
             Error::Io { path, message } => write!(f, "{path}: {message}"),
+            Error::Data(e) => write!(f, "{e}"),
         }
     }
 }

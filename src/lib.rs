@@ -19,6 +19,7 @@ pub mod autograd;
 pub mod bench;
 pub mod cpu;
 pub mod data;
+pub mod dino;
 pub mod error;
 pub mod fpr;
 pub mod init;

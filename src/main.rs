@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
+//! fixpoint dino [--data D] [--student mlp|vit] [--quick] [--json] ...  random-teacher distillation
 //! fixpoint reproduce [--quick] [--json]                       run every job, print a table
 //! ```
 //!
@@ -13,8 +14,17 @@ use clap::{Args, Parser, Subcommand};
 use fixpoint::bench::cli::{BenchScanArgs, bench_scan_cli};
 use fixpoint::nn::Activation;
 use fixpoint::run::{Run, RunArgs};
-use fixpoint::train::{MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
+
+use fixpoint::data::images::Fit28;
+use fixpoint::data::synthetic_images::EmbeddedConfig;
+use fixpoint::dino::probes::{KnnVote, ProbeResult};
+use fixpoint::dino::{EncoderConfig, MlpEncoderConfig, VitConfig};
+use fixpoint::train::dino::{
+    DataChoice, DinoHooks, EpochRecord, RunInfo, StepBench, StepInfo, bench_distill_step, train_dino,
+};
+use fixpoint::train::{DinoConfig, DinoReport, MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -34,7 +44,13 @@ struct Cli {
 enum Command {
     /// Train an MLP classifier on procedurally generated interleaved spirals.
     Mlp(MlpArgs),
-    /// Run every job (the quick presets with --quick) and print a summary table.
+    /// Random-teacher distillation (Sarnthein et al. 2023): a frozen random teacher,
+    /// an α-interpolated student, k-NN and linear probes every epoch.
+    Dino(Box<DinoArgs>),
+    /// Run every job (the quick presets with --quick) and print a summary table. The
+    /// random-teacher member uses real Fashion-MNIST when installed (the embedded set
+    /// otherwise): the smoke preset with --quick, the `dino --quick` preset (about
+    /// 10 minutes on 2 cores) without.
     Reproduce(ReproduceArgs),
     /// Benchmarks whose figures are ratios against baselines measured in the same run.
     #[command(subcommand)]
@@ -69,6 +85,114 @@ struct BenchCoreArgs {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 9)]
     reps: usize,
+}
+
+#[derive(Args, Debug)]
+struct DinoArgs {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// The quick preset: MLP student, m = 4096, 8 epochs on a 20k subset of real
+    /// Fashion-MNIST, probes on 10k train / 10k test images (under 10 minutes on 2 cores).
+    #[arg(long)]
+    quick: bool,
+    /// fashion-mnist, cifar10, embedded (synthetic: no paper claim) or gaussian-noise.
+    #[arg(long)]
+    data: Option<String>,
+    /// Directory of the dataset files (Fashion-MNIST IDX or CIFAR-10 binary batches).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Probe dataset of a gaussian-noise run (default: fashion-mnist when installed,
+    /// else embedded).
+    #[arg(long)]
+    probe_data: Option<String>,
+    /// How 28x28 images become 32x32: resize (bilinear) or pad.
+    #[arg(long)]
+    fit28: Option<String>,
+    /// mlp or vit.
+    #[arg(long)]
+    student: Option<String>,
+    /// Student interpolation factor: 0 = the teacher, 1 = an independent network.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Output dimension m of the head.
+    #[arg(long)]
+    out_dim: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Constant AdamW learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Weight decay of 1-D parameters (biases, norms); >=2-D parameters get none.
+    #[arg(long)]
+    wd_1d: Option<f32>,
+    #[arg(long)]
+    teacher_seed: Option<u64>,
+    #[arg(long)]
+    student_seed: Option<u64>,
+    /// Seed of data subsets, generated data and batch order.
+    #[arg(long)]
+    data_seed: Option<u64>,
+    #[arg(long)]
+    probe_seed: Option<u64>,
+    /// Images distilled on (a class-balanced subset; noise images for gaussian-noise).
+    #[arg(long)]
+    train_size: Option<usize>,
+    /// Training images the probes are fitted on.
+    #[arg(long)]
+    probe_train_size: Option<usize>,
+    /// Test images the probes are scored on.
+    #[arg(long)]
+    probe_test_size: Option<usize>,
+    /// Normalise the head's last-layer weight per output unit (the paper's text; the
+    /// reference code's layer does not).
+    #[arg(long)]
+    last_wn: bool,
+    /// Run the teacher's full forward pass every step instead of caching its
+    /// bottleneck outputs.
+    #[arg(long)]
+    no_cache_teacher: bool,
+    #[arg(long)]
+    teacher_temp: Option<f32>,
+    #[arg(long)]
+    student_temp: Option<f32>,
+    /// DINO centering of the teacher logits with this momentum (off by default).
+    #[arg(long)]
+    center_momentum: Option<f32>,
+    /// k-NN vote: l2_majority (default) or cosine_weighted.
+    #[arg(long)]
+    knn: Option<String>,
+    /// Neighbours of the k-NN probe.
+    #[arg(long)]
+    k: Option<usize>,
+    /// Linear probe on standardised features.
+    #[arg(long)]
+    probe_standardize: bool,
+    /// MLP student hidden sizes, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    mlp_hidden: Option<Vec<usize>>,
+    /// MLP student embedding size.
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    #[arg(long)]
+    vit_patch: Option<usize>,
+    #[arg(long)]
+    vit_dim: Option<usize>,
+    #[arg(long)]
+    vit_depth: Option<usize>,
+    #[arg(long)]
+    vit_heads: Option<usize>,
+    #[arg(long)]
+    vit_mlp_dim: Option<usize>,
+    /// Threads of the compute pool (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only time this many distillation steps (after 2 warm-up steps) on random images
+    /// and print images/s; no data, no probes.
+    #[arg(long)]
+    bench_steps: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -318,10 +442,303 @@ fn cmd_runs(c: &RunsCommand) -> CliResult<()> {
     Ok(())
 }
 
+fn data_choice(name: &str, dir: &Option<PathBuf>, fit28: Fit28, probe: Option<&str>) -> CliResult<DataChoice> {
+    Ok(match name {
+        "fashion-mnist" => DataChoice::FashionMnist { dir: dir.clone(), fit28 },
+        "cifar10" => DataChoice::Cifar10 {
+            dir: dir.clone().ok_or("--data cifar10 needs --data-dir (the cifar-10-batches-bin directory)")?,
+        },
+        "embedded" => DataChoice::Embedded(EmbeddedConfig::default()),
+        "gaussian-noise" => {
+            let probe = match probe {
+                Some("gaussian-noise") => return Err("--probe-data cannot be gaussian-noise".into()),
+                Some(p) => data_choice(p, dir, fit28, None)?,
+                None => DataChoice::real_or_embedded(dir.clone()),
+            };
+            DataChoice::GaussianNoise { probe: Box::new(probe) }
+        }
+        other => return Err(format!("unknown --data {other:?} (fashion-mnist, cifar10, embedded, gaussian-noise)")),
+    })
+}
+
+fn dino_config(a: &DinoArgs) -> CliResult<DinoConfig> {
+    let mut c = if a.quick { DinoConfig::quick() } else { DinoConfig::default() };
+    let fit28 = a.fit28.as_deref().map(Fit28::parse).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
+    if a.data.is_some() || a.data_dir.is_some() || a.fit28.is_some() || a.probe_data.is_some() {
+        c.data =
+            data_choice(a.data.as_deref().unwrap_or("fashion-mnist"), &a.data_dir, fit28, a.probe_data.as_deref())?;
+    }
+    match a.student.as_deref() {
+        None | Some("mlp") => {
+            let mut m = MlpEncoderConfig::default();
+            if let Some(h) = &a.mlp_hidden {
+                m.hidden = h.clone();
+            }
+            if let Some(e) = a.embed_dim {
+                m.embed_dim = e;
+            }
+            c.encoder = EncoderConfig::Mlp(m);
+        }
+        Some("vit") => {
+            let mut v = VitConfig::default();
+            v.patch = a.vit_patch.unwrap_or(v.patch);
+            v.dim = a.vit_dim.unwrap_or(v.dim);
+            v.depth = a.vit_depth.unwrap_or(v.depth);
+            v.heads = a.vit_heads.unwrap_or(v.heads);
+            v.mlp_dim = a.vit_mlp_dim.unwrap_or(4 * v.dim);
+            c.encoder = EncoderConfig::Vit(v);
+        }
+        Some(other) => return Err(format!("unknown --student {other:?} (mlp, vit)")),
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { c.$field = v; } )* };
+    }
+    set!(alpha, out_dim, epochs, batch_size, lr, wd_1d, teacher_seed, student_seed, data_seed, probe_seed);
+    if a.train_size.is_some() {
+        c.train_size = a.train_size;
+    }
+    if a.probe_train_size.is_some() {
+        c.probe_train_size = a.probe_train_size;
+    }
+    if a.probe_test_size.is_some() {
+        c.probe_test_size = a.probe_test_size;
+    }
+    c.last_wn |= a.last_wn;
+    c.cache_teacher &= !a.no_cache_teacher;
+    if let Some(v) = a.teacher_temp {
+        c.loss.teacher_temp = v;
+    }
+    if let Some(v) = a.student_temp {
+        c.loss.student_temp = v;
+    }
+    if a.center_momentum.is_some() {
+        c.loss.center_momentum = a.center_momentum;
+    }
+    if let Some(v) = &a.knn {
+        c.probe.vote = KnnVote::parse(v).map_err(|e| e.to_string())?;
+    }
+    if let Some(k) = a.k {
+        c.probe.k = k;
+    }
+    c.probe.linear.standardize |= a.probe_standardize;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn f64num(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+fn probe_json(p: &ProbeResult) -> Value {
+    json!({ "knn": f64num(p.knn), "linear": f64num(p.linear) })
+}
+
+fn dino_json(c: &DinoConfig, r: &DinoReport, preset: &str) -> Value {
+    let history: Vec<Value> = r
+        .history
+        .iter()
+        .map(|e| {
+            json!({
+                "epoch": e.epoch,
+                "mean_loss": f64num(e.mean_loss),
+                "mean_kl": f64num(e.mean_kl),
+                "teacher": probe_json(&e.teacher),
+                "student": probe_json(&e.student),
+                "pixels": probe_json(&e.pixels),
+                "train_s": e.train_s,
+                "probe_s": e.probe_s,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "dataset": r.info.dataset,
+        "probe_dataset": r.info.probe_dataset,
+        "claim": r.info.claim,
+        "preset": preset,
+        "student_model": r.student_model,
+        "alpha": r.alpha,
+        "out_dim": r.out_dim,
+        "epochs": r.epochs,
+        "stopped_early": r.stopped_early,
+        "teacher_seed": r.teacher_seed,
+        "student_seed": r.student_seed,
+        "data_seed": c.data_seed,
+        "train_size": r.info.train_size,
+        "probe_train_size": r.info.probe_train_size,
+        "probe_test_size": r.info.probe_test_size,
+        "batch_size": c.batch_size,
+        "lr": num(c.lr),
+        "wd_1d": num(c.wd_1d),
+        "last_wn": c.last_wn,
+        "cache_teacher": c.cache_teacher,
+        "teacher_temp": num(c.loss.teacher_temp),
+        "student_temp": num(c.loss.student_temp),
+        "center_momentum": c.loss.center_momentum.map(num),
+        "knn": c.probe.vote.name(),
+        "k": c.probe.k,
+        "encoder_params": r.info.encoder_params,
+        "head_params": r.info.head_params,
+        "student_differs": r.info.student_differs,
+        "wall_s": r.wall_s,
+        "train_s": r.train_s,
+        "cache_s": r.cache_s,
+        "images_per_s": f64num(r.images_per_s),
+        "final_loss": r.losses.last().copied().map(num),
+        "probes": {
+            "teacher": probe_json(&r.probes.teacher),
+            "student": probe_json(&r.probes.student),
+            "student_best": probe_json(&r.probes.student_best),
+            "pixels": probe_json(&r.probes.pixels),
+        },
+        "history": history,
+    });
+    // KL trace (spec §8.5: logged in f64): the student starts at the teacher (KL ~ 0),
+    // the KL peaks after the first updates and then falls as the student fits.
+    v["first_kl"] = r.kls.first().copied().map_or(Value::Null, f64num);
+    v["kl_peak"] = r.kl_peak().map_or(Value::Null, |(_, k)| f64num(k));
+    v["kl_peak_step"] = r.kl_peak().map_or(Value::Null, |(s, _)| json!(s));
+    v["kl_final"] = f64num(r.kl_final());
+    v
+}
+
+/// Plain progress lines on stdout.
+struct PrintHooks {
+    every: usize,
+    print: bool,
+}
+
+impl DinoHooks for PrintHooks {
+    fn on_start(&mut self, i: &RunInfo) {
+        self.every = (i.steps_per_epoch / 4).max(1);
+        if self.print {
+            let claim = if i.claim.is_empty() { String::new() } else { format!(" [{}]", i.claim) };
+            println!(
+                "dino: distil on {} ({} images), probe on {} ({} train / {} test){claim}; encoder {} + head {} params; student differs from teacher in {} values",
+                i.dataset,
+                i.train_size,
+                i.probe_dataset,
+                i.probe_train_size,
+                i.probe_test_size,
+                i.encoder_params,
+                i.head_params,
+                i.student_differs
+            );
+        }
+    }
+    fn on_step(&mut self, s: &StepInfo) {
+        if self.print && s.step.is_multiple_of(self.every) {
+            println!(
+                "  epoch {:>3} step {:>6}  loss {:.6}  kl {:.3e}  {:.0} img/s",
+                s.epoch,
+                s.step,
+                s.loss,
+                s.kl,
+                s.batch_size as f64 / s.seconds
+            );
+        }
+    }
+    fn on_epoch(&mut self, e: &EpochRecord, _student: &fixpoint::dino::DinoModel) {
+        if self.print {
+            println!(
+                "epoch {:>3}  kl {:.3e}  knn/linear %: teacher {:.2}/{:.2}  student {:.2}/{:.2}  pixels {:.2}/{:.2}  ({:.1} s train, {:.1} s probes)",
+                e.epoch,
+                e.mean_kl,
+                e.teacher.knn,
+                e.teacher.linear,
+                e.student.knn,
+                e.student.linear,
+                e.pixels.knn,
+                e.pixels.linear,
+                e.train_s,
+                e.probe_s
+            );
+        }
+    }
+}
+
+fn pool_threads(n: Option<usize>) -> Option<usize> {
+    Some(n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
+
+fn bench_json(b: &StepBench) -> Value {
+    json!({
+        "student_model": b.student_model,
+        "batch_size": b.batch_size,
+        "out_dim": b.out_dim,
+        "params": b.params,
+        "median_step_s": b.median_s,
+        "median_optimizer_s": b.median_optimizer_s,
+        "images_per_s": b.images_per_s,
+        "step_s": b.step_s,
+    })
+}
+
+fn print_profile() {
+    if fixpoint::profile::enabled() {
+        eprintln!("{}", fixpoint::profile::report());
+    }
+}
+
+fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
+    let c = dino_config(a)?;
+    let threads = pool_threads(a.threads);
+    if let Some(steps) = a.bench_steps {
+        let batch = a.batch_size.unwrap_or(128);
+        let b =
+            fixpoint::cpu::par::with_threads(threads, || bench_distill_step(&c.encoder, c.out_dim, batch, 2, steps))?
+                .map_err(|e| e.to_string())?;
+        println!(
+            "dino step bench: {} student ({} params), batch {}, m = {}: median {:.1} ms/step ({:.1} ms AdamW), {:.1} images/s ({} threads)",
+            b.student_model,
+            b.params,
+            b.batch_size,
+            b.out_dim,
+            1e3 * b.median_s,
+            1e3 * b.median_optimizer_s,
+            b.images_per_s,
+            threads.unwrap_or(1)
+        );
+        print_profile();
+        if a.json {
+            println!("{}", bench_json(&b));
+        }
+        return Ok(());
+    }
+    let mut hooks = PrintHooks { every: 1, print: true };
+    let r = fixpoint::cpu::par::with_threads(threads, || train_dino(&c, &mut hooks))?.map_err(|e| e.to_string())?;
+    let p = &r.probes;
+    println!(
+        "dino {} ({}): teacher {:.2}/{:.2}  student last {:.2}/{:.2}  best {:.2}/{:.2}  pixels {:.2}/{:.2} (knn/linear %)",
+        r.student_model,
+        r.info.dataset,
+        p.teacher.knn,
+        p.teacher.linear,
+        p.student.knn,
+        p.student.linear,
+        p.student_best.knn,
+        p.student_best.linear,
+        p.pixels.knn,
+        p.pixels.linear
+    );
+    println!("wall {:.1} s, distillation {:.1} s at {:.1} images/s", r.wall_s, r.train_s, r.images_per_s);
+    print_profile();
+    if a.json {
+        println!("{}", dino_json(&c, &r, if a.quick { "quick" } else { "full" }));
+    }
+    Ok(())
+}
+
 fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
     let preset = if a.quick { "quick" } else { "full" };
     let c = if a.quick { MlpConfig::quick() } else { MlpConfig::default() };
     let r = run_mlp(&c, false)?;
+    // Random teacher: the smoke preset with --quick, the dino --quick preset otherwise,
+    // on real Fashion-MNIST when installed and the embedded set otherwise.
+    let base = if a.quick { DinoConfig::smoke() } else { DinoConfig::quick() };
+    let dc = DinoConfig { data: DataChoice::real_or_embedded(None), ..base };
+    let mut quiet = PrintHooks { every: 1, print: false };
+    let dr = fixpoint::cpu::par::with_threads(pool_threads(None), || train_dino(&dc, &mut quiet))?
+        .map_err(|e| e.to_string())?;
     println!(
         "{:<6} {:<6} {:>10} {:>10} {:>11} {:>7} {:>8}",
         "job", "preset", "train acc", "test acc", "final loss", "steps", "wall s"
@@ -336,8 +753,24 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
         c.steps,
         r.wall_seconds
     );
+    let p = &dr.probes;
+    let claim = if dr.info.claim.is_empty() { String::new() } else { format!(" [{}]", dr.info.claim) };
+    println!(
+        "random_teacher {preset} on {}{claim}: knn/linear % teacher {:.2}/{:.2}, student {:.2}/{:.2} (best {:.2}/{:.2}), pixels {:.2}/{:.2}; {} epochs, {:.1} s",
+        dr.info.dataset,
+        p.teacher.knn,
+        p.teacher.linear,
+        p.student.knn,
+        p.student.linear,
+        p.student_best.knn,
+        p.student_best.linear,
+        p.pixels.knn,
+        p.pixels.linear,
+        dr.epochs,
+        dr.wall_s
+    );
     if a.json {
-        println!("{}", json!({ "mlp": mlp_json(&c, Some(&r), preset) }));
+        println!("{}", json!({ "mlp": mlp_json(&c, Some(&r), preset), "random_teacher": dino_json(&dc, &dr, preset) }));
     }
     Ok(())
 }
@@ -396,7 +829,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("error: no subcommand given (mlp, reproduce, bench, runs); see `fixpoint --help`");
+                eprintln!("error: no subcommand given (mlp, dino, reproduce, bench, runs); see `fixpoint --help`");
                 return ExitCode::from(2);
             }
             _ => {
@@ -415,6 +848,7 @@ fn main() -> ExitCode {
     // cross-thread wake-up (15-20 us) every time.
     let result = fixpoint::cpu::par::with_threads(threads, || match &cli.command {
         Command::Mlp(a) => cmd_mlp(a),
+        Command::Dino(a) => cmd_dino(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
