@@ -186,9 +186,6 @@ struct DinoArgs {
     vit_heads: Option<usize>,
     #[arg(long)]
     vit_mlp_dim: Option<usize>,
-    /// Threads of the compute pool (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Only time this many distillation steps (after 2 warm-up steps) on random images
     /// and print images/s; no data, no probes.
     #[arg(long)]
@@ -656,10 +653,6 @@ impl DinoHooks for PrintHooks {
     }
 }
 
-fn pool_threads(n: Option<usize>) -> Option<usize> {
-    Some(n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
-}
-
 fn bench_json(b: &StepBench) -> Value {
     json!({
         "student_model": b.student_model,
@@ -673,20 +666,12 @@ fn bench_json(b: &StepBench) -> Value {
     })
 }
 
-fn print_profile() {
-    if fixpoint::profile::enabled() {
-        eprintln!("{}", fixpoint::profile::report());
-    }
-}
-
 fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
     let c = dino_config(a)?;
-    let threads = pool_threads(a.threads);
+    // Runs inside the pool that main built from the global --threads.
     if let Some(steps) = a.bench_steps {
         let batch = a.batch_size.unwrap_or(128);
-        let b =
-            fixpoint::cpu::par::with_threads(threads, || bench_distill_step(&c.encoder, c.out_dim, batch, 2, steps))?
-                .map_err(|e| e.to_string())?;
+        let b = bench_distill_step(&c.encoder, c.out_dim, batch, 2, steps).map_err(|e| e.to_string())?;
         println!(
             "dino step bench: {} student ({} params), batch {}, m = {}: median {:.1} ms/step ({:.1} ms AdamW), {:.1} images/s ({} threads)",
             b.student_model,
@@ -696,16 +681,15 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
             1e3 * b.median_s,
             1e3 * b.median_optimizer_s,
             b.images_per_s,
-            threads.unwrap_or(1)
+            rayon::current_num_threads()
         );
-        print_profile();
         if a.json {
             println!("{}", bench_json(&b));
         }
         return Ok(());
     }
     let mut hooks = PrintHooks { every: 1, print: true };
-    let r = fixpoint::cpu::par::with_threads(threads, || train_dino(&c, &mut hooks))?.map_err(|e| e.to_string())?;
+    let r = train_dino(&c, &mut hooks).map_err(|e| e.to_string())?;
     let p = &r.probes;
     println!(
         "dino {} ({}): teacher {:.2}/{:.2}  student last {:.2}/{:.2}  best {:.2}/{:.2}  pixels {:.2}/{:.2} (knn/linear %)",
@@ -721,7 +705,6 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
         p.pixels.linear
     );
     println!("wall {:.1} s, distillation {:.1} s at {:.1} images/s", r.wall_s, r.train_s, r.images_per_s);
-    print_profile();
     if a.json {
         println!("{}", dino_json(&c, &r, if a.quick { "quick" } else { "full" }));
     }
@@ -737,8 +720,7 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
     let base = if a.quick { DinoConfig::smoke() } else { DinoConfig::quick() };
     let dc = DinoConfig { data: DataChoice::real_or_embedded(None), ..base };
     let mut quiet = PrintHooks { every: 1, print: false };
-    let dr = fixpoint::cpu::par::with_threads(pool_threads(None), || train_dino(&dc, &mut quiet))?
-        .map_err(|e| e.to_string())?;
+    let dr = train_dino(&dc, &mut quiet).map_err(|e| e.to_string())?;
     println!(
         "{:<6} {:<6} {:>10} {:>10} {:>11} {:>7} {:>8}",
         "job", "preset", "train acc", "test acc", "final loss", "steps", "wall s"
