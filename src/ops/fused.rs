@@ -28,11 +28,17 @@ use wide::f32x8;
 /// Maximum of a row (`-inf` for an empty one). NaN is skipped here but still reaches
 /// every output through `exp(NaN - m)`.
 pub fn row_max(x: &[f32]) -> f32 {
-    let (chunks, rest) = x.as_chunks::<8>();
-    let mut acc = f32x8::splat(f32::NEG_INFINITY);
-    for c in chunks {
-        acc = acc.fast_max(f32x8::new(*c));
+    // Four independent accumulators: one chain of dependent max ops would be
+    // latency-bound (4 cycles per 8 elements).
+    let (quads, rest) = x.as_chunks::<32>();
+    let mut acc = [f32x8::splat(f32::NEG_INFINITY); 4];
+    for q in quads {
+        let (c, _) = q.as_chunks::<8>();
+        for k in 0..4 {
+            acc[k] = acc[k].fast_max(f32x8::new(c[k]));
+        }
     }
+    let acc = acc[0].fast_max(acc[1]).fast_max(acc[2].fast_max(acc[3]));
     let mut m = acc.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max);
     for &v in rest {
         m = m.max(v);
