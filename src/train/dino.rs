@@ -154,10 +154,10 @@ impl DinoConfig {
     /// and backward; the cached teacher adds only its last layer), one evaluation
     /// about 0.25 TFLOP (20k embeddings, a 10k × 10k k-NN, three linear probes), the
     /// one-off teacher cache, teacher/pixel features and pixel k-NN about 1.2 TFLOP.
-    /// Measured on the 2-core machine while other jobs shared it (load average 6–7):
-    /// 568 s wall, 386 images/s (the distillation at 20k images × 8 epochs took 414 s,
-    /// probes 9 × 10–15 s). The full 60k images would need about 3× the distillation
-    /// time.
+    /// Measured twice on the 2-core machine while other jobs shared it (load average
+    /// 6–11): 568 s and 555 s wall, 386 and 395 images/s (distillation of 20k images ×
+    /// 8 epochs 414 s and 406 s, teacher cache 9–13 s, probes 9 × 10–15 s), peak RSS
+    /// 1.8 GB. The full 60k images would need about 3× the distillation time.
     pub fn quick() -> Self {
         DinoConfig {
             train_size: Some(20_000),
