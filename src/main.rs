@@ -89,7 +89,9 @@ struct BenchCoreArgs {
 
 #[derive(Args, Debug)]
 struct DinoArgs {
-    /// Print one JSON object as the last line of stdout.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print one JSON object as the last line of stdout (the same as summary.json).
     #[arg(long)]
     json: bool,
     /// The quick preset: MLP student, m = 4096, 8 epochs on a 20k subset of real
@@ -604,6 +606,107 @@ struct PrintHooks {
     print: bool,
 }
 
+/// `PrintHooks` plus the run harness: metrics per step and per epoch, a checkpoint of
+/// the student after every epoch (and on SIGINT), stop on SIGINT/SIGTERM.
+struct HarnessHooks {
+    print: PrintHooks,
+    /// Started in `on_start`, once the data has loaded, so that bad data leaves no run
+    /// directory behind and prints one line.
+    run: Option<Run>,
+    start: Option<(Value, fixpoint::run::RunOptions)>,
+    error: Option<String>,
+    last_step: u64,
+    epochs: Vec<EpochRecord>,
+    last_ckpt: Option<fixpoint::run::Checkpoint>,
+}
+
+impl HarnessHooks {
+    fn keep(&mut self, r: fixpoint::Result<impl Sized>) {
+        if let Err(e) = r
+            && self.error.is_none()
+        {
+            self.error = Some(e.to_string());
+        }
+    }
+}
+
+impl DinoHooks for HarnessHooks {
+    fn on_start(&mut self, i: &RunInfo) {
+        if let Some((config, opts)) = self.start.take() {
+            match Run::start("dino", config, 0, opts) {
+                Ok(run) => self.run = Some(run),
+                Err(e) => self.error = Some(e.to_string()),
+            }
+        }
+        self.print.on_start(i);
+    }
+    fn on_step(&mut self, st: &StepInfo) {
+        self.last_step = st.step as u64 + 1;
+        let Some(run) = self.run.as_mut() else { return };
+        let r = run.log(
+            self.last_step,
+            &[("loss", st.loss as f64), ("kl", st.kl), ("lr", st.lr as f64), ("epoch", st.epoch as f64)],
+        );
+        self.keep(r);
+    }
+    fn on_epoch(&mut self, e: &EpochRecord, student: &fixpoint::dino::DinoModel) {
+        use fixpoint::nn::Module;
+        self.print.on_epoch(e, student);
+        let fields = [
+            ("epoch", e.epoch as f64),
+            ("teacher_knn", e.teacher.knn),
+            ("teacher_linear", e.teacher.linear),
+            ("student_knn", e.student.knn),
+            ("student_linear", e.student.linear),
+            ("pixels_knn", e.pixels.knn),
+            ("pixels_linear", e.pixels.linear),
+        ];
+        self.epochs.push(e.clone());
+        let Some(run) = self.run.as_mut() else { return };
+        let r = run.log_eval(self.last_step, &fields);
+        let mut ck = run.checkpoint(self.last_step).with_meta("epoch", e.epoch.to_string());
+        for (name, p) in student.params() {
+            ck = ck.with_param(name, p);
+        }
+        let saved = if e.epoch > 0 { run.save_checkpoint(&ck).map(|_| ()) } else { Ok(()) };
+        self.keep(r);
+        self.keep(saved);
+        self.last_ckpt = Some(ck);
+    }
+    fn should_stop(&mut self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.interrupted()) || self.error.is_some()
+    }
+}
+
+/// `probe_accuracy.png`: teacher, student and pixels, k-NN and linear, per epoch.
+fn plot_probes(dir: &std::path::Path, epochs: &[EpochRecord]) -> fixpoint::Result<()> {
+    use fixpoint::run::plot::{LinePlot, Series, lines};
+    type Pick = fn(&EpochRecord) -> f64;
+    let curves: [(&str, Pick); 6] = [
+        ("teacher k-NN", |e| e.teacher.knn),
+        ("student k-NN", |e| e.student.knn),
+        ("pixels k-NN", |e| e.pixels.knn),
+        ("teacher linear", |e| e.teacher.linear),
+        ("student linear", |e| e.student.linear),
+        ("pixels linear", |e| e.pixels.linear),
+    ];
+    let series = curves
+        .iter()
+        .map(|(label, f)| Series {
+            label: label.to_string(),
+            points: epochs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
+        })
+        .collect();
+    let plot = LinePlot {
+        title: "Probe accuracy".into(),
+        x_label: "epoch".into(),
+        y_label: "accuracy (%)".into(),
+        log_y: false,
+        series,
+    };
+    lines(&dir.join("probe_accuracy.png"), &plot).map(|_| ())
+}
+
 impl DinoHooks for PrintHooks {
     fn on_start(&mut self, i: &RunInfo) {
         self.every = (i.steps_per_epoch / 4).max(1);
@@ -688,8 +791,28 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
         }
         return Ok(());
     }
-    let mut hooks = PrintHooks { every: 1, print: true };
-    let r = train_dino(&c, &mut hooks).map_err(|e| e.to_string())?;
+    let preset = if a.quick { "quick" } else { "full" };
+    let mut config = json!({"command": "dino", "preset": preset, "config": format!("{c:?}")});
+    config["threads"] = json!(rayon::current_num_threads());
+    if a.run.resume {
+        return Err("dino cannot --resume yet: its checkpoints hold the student's parameters only".into());
+    }
+    let mut hooks = HarnessHooks {
+        print: PrintHooks { every: 1, print: !a.run.quiet },
+        run: None,
+        start: Some((config, a.run.options())),
+        error: None,
+        last_step: 0,
+        epochs: Vec::new(),
+        last_ckpt: None,
+    };
+    let r = train_dino(&c, &mut hooks).map_err(|e| e.to_string());
+    let (error, epochs, last_ckpt) = (hooks.error.take(), std::mem::take(&mut hooks.epochs), hooks.last_ckpt.take());
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let r = r?;
+    let run = hooks.run.take().ok_or("dino: training ended before its run directory was created")?;
     let p = &r.probes;
     println!(
         "dino {} ({}): teacher {:.2}/{:.2}  student last {:.2}/{:.2}  best {:.2}/{:.2}  pixels {:.2}/{:.2} (knn/linear %)",
@@ -705,8 +828,17 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
         p.pixels.linear
     );
     println!("wall {:.1} s, distillation {:.1} s at {:.1} images/s", r.wall_s, r.train_s, r.images_per_s);
+    let ck = last_ckpt.unwrap_or_else(|| run.checkpoint(0));
+    if let Err(e) = plot_probes(run.path(), &epochs) {
+        eprintln!("warning: probe_accuracy.png not drawn: {e}");
+    }
+    if run.interrupted() {
+        let code = run.finish_interrupted(&ck).map_err(|e| e.to_string())?;
+        std::process::exit(code);
+    }
+    let line = run.finish(&dino_json(&c, &r, preset), &ck).map_err(|e| e.to_string())?;
     if a.json {
-        println!("{}", dino_json(&c, &r, if a.quick { "quick" } else { "full" }));
+        println!("{line}");
     }
     Ok(())
 }

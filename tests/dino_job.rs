@@ -131,7 +131,12 @@ fn early_stop_noise_control_and_bad_configs() {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fixpoint")).args(args).output().expect("run the binary");
+    // In the temp dir: training commands write runs/<command>-<time>/ under the cwd.
+    let out = Command::new(env!("CARGO_BIN_EXE_fixpoint"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run the binary");
     (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
@@ -237,4 +242,48 @@ fn real_fashion_mnist_short_run() {
     // Real images: raw pixels and a random network both sit far above chance (10 %).
     assert!(r.probes.pixels.knn > 60.0, "pixel k-NN {}", r.probes.pixels.knn);
     assert!(r.probes.teacher.knn > 50.0 && r.probes.student.knn > 50.0, "{:?}", r.probes);
+}
+
+#[test]
+fn cli_dino_out_dir_has_every_harness_file() {
+    let dir = std::env::temp_dir().join(format!("fixpoint-dino-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "dino",
+        "--data",
+        "embedded",
+        "--train-size",
+        "200",
+        "--probe-train-size",
+        "200",
+        "--probe-test-size",
+        "100",
+        "--out-dim",
+        "64",
+        "--epochs",
+        "2",
+        "--mlp-hidden",
+        "32",
+        "--embed-dim",
+        "16",
+        "--json",
+        "--out",
+        d,
+    ]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let line = last_json(&out);
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(line, summary, "summary.json equals the --json line");
+    for f in ["config.json", "metrics.jsonl", "probe_accuracy.png", "loss.png", "ckpt-2.safetensors"] {
+        assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
+    }
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.iter().any(|r| r["kind"] == "train" && r["kl"].is_number()));
+    let evals: Vec<_> = records.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.len(), 3, "epoch 0 (before training) and two epochs");
+    let ck = fixpoint::run::Checkpoint::load(&dir.join("ckpt-2.safetensors")).unwrap();
+    assert!(!ck.params.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }
