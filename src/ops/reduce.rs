@@ -117,9 +117,14 @@ fn sum_kernel(t: &Tensor, axes: &[usize]) -> Vec<f32> {
     // Fast path: contiguous input reduced over its leading axes (bias gradients):
     // accumulate whole rows, no transpose copy.
     let lead = axes.iter().enumerate().all(|(i, &a)| i == a);
-    if lead && let Some(r) = t.layout.contiguous_range() {
+    let inner: usize = t.shape()[axes.len()..].iter().product();
+    // (A full reduction, inner = 1, goes the row way: one long row summed on 8 lanes,
+    // not one dependent add per element.)
+    if lead
+        && inner >= 8
+        && let Some(r) = t.layout.contiguous_range()
+    {
         let data = &t.storage.cpu()[r];
-        let inner: usize = t.shape()[axes.len()..].iter().product();
         let mut out = vec![0.0; inner];
         if inner > 0 {
             for row in data.chunks_exact(inner) {

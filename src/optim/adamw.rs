@@ -1,6 +1,6 @@
 //! Adam with decoupled weight decay (Loshchilov & Hutter), as `torch.optim.AdamW`.
 
-use super::{Groups, Optimizer, ParamGroup, find, grad_of, state_params};
+use super::{Groups, Optimizer, ParamGroup, find, grad_tensor_of, state_params};
 use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::tensor::Tensor;
@@ -83,7 +83,8 @@ impl Optimizer for AdamW {
         let AdamWConfig { beta1: b1, beta2: b2, eps, weight_decay } = self.cfg;
         let _ng = crate::autograd::NoGradGuard::new();
         for (name, p) in params.iter_mut() {
-            let Some(g) = grad_of("AdamW::step (param vs grad)", p)? else { continue };
+            let Some(g) = grad_tensor_of("AdamW::step (param vs grad)", p)? else { continue };
+            let g = g.contiguous_data();
             let (wd, scale) = self.groups.settings(name, weight_decay);
             let slot = self.state.entry(name.clone()).or_insert_with(|| Slot {
                 exp_avg: vec![0.0; g.len()],
@@ -104,12 +105,26 @@ impl Optimizer for AdamW {
             let bc2_sqrt = bc2.sqrt() as f32;
             let decay = 1.0 - eta * wd;
             let (m, v) = (&mut slot.exp_avg, &mut slot.exp_avg_sq);
+            let update = |d: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
+                for (((d, m), v), &g) in d.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                    *d *= decay;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *d -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                }
+            };
+            // Elementwise, so any split gives the same bits; large tensors in parallel.
             p.update_data(|d| {
-                for i in 0..d.len() {
-                    d[i] *= decay;
-                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                    d[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                use rayon::prelude::*;
+                const CH: usize = crate::cpu::par::ELEMWISE_CHUNK;
+                if d.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+                    d.par_chunks_mut(CH)
+                        .zip(m.par_chunks_mut(CH))
+                        .zip(v.par_chunks_mut(CH))
+                        .zip(g.par_chunks(CH))
+                        .for_each(|(((d, m), v), g)| update(d, m, v, g));
+                } else {
+                    update(d, m, v, &g);
                 }
             });
         }

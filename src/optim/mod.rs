@@ -130,11 +130,16 @@ impl Groups {
 
 /// The gradient of a parameter as a contiguous vector, checked against its size.
 pub(crate) fn grad_of(op: &'static str, p: &Tensor) -> Result<Option<Vec<f32>>> {
+    Ok(grad_tensor_of(op, p)?.map(|g| g.to_vec()))
+}
+
+/// The gradient of `p` as a tensor (no copy), checked against `p`'s shape.
+pub(crate) fn grad_tensor_of(op: &'static str, p: &Tensor) -> Result<Option<Tensor>> {
     let Some(g) = p.grad() else { return Ok(None) };
     if g.shape() != p.shape() {
         return Err(Error::ShapeMismatch { op, lhs: p.shape_obj().clone(), rhs: g.shape_obj().clone() });
     }
-    Ok(Some(g.to_vec()))
+    Ok(Some(g))
 }
 
 /// Look up `"{prefix}.{slot}"` in saved state.
