@@ -64,7 +64,7 @@ pub fn exp8(x: f32x8) -> f32x8 {
     let hi = f32x8::splat(88.376_26); // largest x with round(x·log2 e) <= 127
     let lo = f32x8::splat(-87.336_55); // smallest normal result
     let xc = x.fast_min(hi).fast_max(lo);
-    let n = (xc * f32x8::splat(LOG2E)).round_int();
+    let n = (xc * f32x8::splat(LOG2E)).fast_round_int(); // in range after the clamp
     let nf = f32x8::from_i32x8(n);
     let r = nf.mul_neg_add(f32x8::splat(0.693_359_4), xc);
     let r = nf.mul_neg_add(f32x8::splat(-2.121_944_4e-4), r);
