@@ -11,11 +11,13 @@
 //! - [`core`](mod@core): the fixed-point map `F` as plain data, its batched evaluation and
 //!   the token-by-token dense oracle.
 //! - [`block`]: the vector-state FP-RNN block (§4.2) with the one-step backward (§3.1).
+//! - [`implicit`]: the exact implicit gradient (adjoint fixed point) as an op.
 //! - [`lstm`]: the LSTM baseline with a fused recurrence op.
 //! - [`model`]: the shared backbone (§4.1) and the model kinds.
 
 pub mod block;
 pub mod core;
+pub mod implicit;
 pub mod lstm;
 pub mod mixer;
 pub mod model;
@@ -23,6 +25,7 @@ pub mod solver;
 
 pub use block::{BackwardMode, BlockConfig, BlockInputs, BlockOutput, FpRnnBlock, ShortConv, SolveMethod};
 pub use core::{FpCore, Workspace};
+pub use implicit::{AdjointStats, implicit_grad, solve_adjoint};
 pub use lstm::{Lstm, lstm_recurrence};
 pub use mixer::{HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, householder};
 pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};

@@ -12,6 +12,7 @@
 //! token by token with explicit dense matrices) and `lstm`.
 
 use super::block::{BackwardMode, BlockConfig, FpRnnBlock, SolveMethod};
+use super::implicit::AdjointStats;
 use super::lstm::Lstm;
 use super::mixer::{MixerInput, MixerKind};
 use super::solver::{SolveRun, SolveStats, SolverConfig};
@@ -82,6 +83,8 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     pub solver: SolverConfig,
     pub backward: BackwardMode,
+    /// Per-layer backward modes (overrides `backward`; empty: `backward` everywhere).
+    pub layer_backward: Vec<BackwardMode>,
     /// Seeds the initial parameters.
     pub seed: u64,
     /// Seeds the random `ℓ_max` draws.
@@ -108,6 +111,7 @@ impl ModelConfig {
             tie_embeddings: true,
             solver: SolverConfig::default(),
             backward: BackwardMode::OneStep,
+            layer_backward: Vec::new(),
             seed: 0,
             solver_seed: 0,
         }
@@ -136,6 +140,16 @@ impl ModelConfig {
         })
     }
 
+    /// The configuration of block `layer` (its own backward mode when
+    /// [`ModelConfig::layer_backward`] names one).
+    pub fn block_config_for(&self, layer: usize) -> Option<BlockConfig> {
+        let mut bc = self.block_config()?;
+        if let Some(&m) = self.layer_backward.get(layer) {
+            bc.backward = m;
+        }
+        Some(bc)
+    }
+
     /// The embedding's row count: `vocab` rounded up to a multiple of 8.
     pub fn padded_vocab(&self) -> usize {
         self.vocab.div_ceil(8) * 8
@@ -154,6 +168,17 @@ impl ModelConfig {
         }
         if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq) && self.rank == 0 {
             return bad("the Householder rank must be at least 1".to_string());
+        }
+        if !self.layer_backward.is_empty() && self.layer_backward.len() != self.n_layers {
+            return bad(format!(
+                "layer_backward names {} modes for {} layers",
+                self.layer_backward.len(),
+                self.n_layers
+            ));
+        }
+        self.backward.validate()?;
+        for m in &self.layer_backward {
+            m.validate()?;
         }
         self.solver.validate()
     }
@@ -221,9 +246,9 @@ impl FpModel {
         let embedding = init::normal([cfg.padded_vocab(), cfg.d_model], 0.0, 0.02, &mut rng).requires_grad_();
         let mut norms = Vec::with_capacity(cfg.n_layers);
         let mut layers = Vec::with_capacity(cfg.n_layers);
-        for _ in 0..cfg.n_layers {
+        for i in 0..cfg.n_layers {
             norms.push(RmsNorm::new(cfg.d_model, cfg.backbone_eps, true));
-            layers.push(match cfg.block_config() {
+            layers.push(match cfg.block_config_for(i) {
                 Some(bc) => Layer::Fp(Box::new(FpRnnBlock::new(&bc, &mut rng)?)),
                 None => Layer::Lstm(Box::new(Lstm::new(cfg.d_model, cfg.d_model, &mut rng)?)),
             });
@@ -247,6 +272,18 @@ impl FpModel {
     /// The solver statistics of the last forward pass, one entry per FP layer.
     pub fn last_stats(&self) -> Vec<SolveStats> {
         self.runtime.lock().unwrap_or_else(|e| e.into_inner()).last_stats.clone()
+    }
+
+    /// Per FP layer, the statistics of its latest implicit adjoint solve (None for layers
+    /// with another backward mode or before the first backward).
+    pub fn last_adjoint_stats(&self) -> Vec<Option<AdjointStats>> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Fp(b) => Some(b.last_adjoint_stats()),
+                Layer::Lstm(_) => None,
+            })
+            .collect()
     }
 
     /// The quantile and `ℓ_max` the next forward pass would use (draws `ℓ_max` when it
