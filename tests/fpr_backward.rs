@@ -121,6 +121,8 @@ fn implicit_equals_bptt_through_the_dense_rnn_and_finite_differences() {
         (HH, MixerInput::Symmetric),
         (HH, MixerInput::InputOnly),
         (MixerKind::Householder { rank: 1, alpha_scale: 1.0 }, MixerInput::Concat),
+        (MixerKind::kronecker(), MixerInput::Concat),
+        (MixerKind::Kronecker { norm: fixpoint::fpr::KronNorm::Rows, detach_rho: false }, MixerInput::Symmetric),
         (MixerKind::Identity, MixerInput::Concat),
     ] {
         let mut rng = Rng::new(11);

@@ -245,6 +245,14 @@ impl FpRnnBlock {
             });
         }
         cfg.backward.validate()?;
+        if let MixerKind::Dplr { .. } = cfg.mixer {
+            return Err(Error::InvalidArgument {
+                op: "FpRnnBlock::new",
+                message: "the DPLR mixer is not contractive and is refused for FP-RNN (spec §8.12); \
+                          use it with FP-Mamba, or use the Householder or Kronecker mixer"
+                    .to_string(),
+            });
+        }
         let in_proj = Linear::new(d, 2 * di, false, rng);
         let convs = cfg.short_conv.then(|| {
             let k = cfg.conv_kernel;

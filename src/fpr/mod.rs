@@ -6,6 +6,7 @@
 //!
 //! - [`mixer`]: channel mixers `v ↦ Q(p)v` (Householder products, identity) and the
 //!   differentiable [`householder`] op.
+//! - [`kronecker`]: the Kronecker mixer `I − 2Uᵀ⊗V`.
 //! - [`solver`]: the damped fixed-point iteration with per-sample residuals, quantile
 //!   stopping and random `ℓ_max` (§2.5), outside the graph.
 //! - [`core`](mod@core): the fixed-point map `F` as plain data, its batched evaluation and
@@ -18,6 +19,7 @@
 pub mod block;
 pub mod core;
 pub mod implicit;
+pub mod kronecker;
 pub mod lstm;
 pub mod mixer;
 pub mod model;
@@ -26,7 +28,10 @@ pub mod solver;
 pub use block::{BackwardMode, BlockConfig, BlockInputs, BlockOutput, FpRnnBlock, ShortConv, SolveMethod};
 pub use core::{FpCore, Workspace};
 pub use implicit::{AdjointStats, implicit_grad, solve_adjoint};
+pub use kronecker::{KronNorm, KroneckerKernel, KroneckerMixer, kron_apply, kron_factors};
 pub use lstm::{Lstm, lstm_recurrence};
-pub use mixer::{HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, householder};
+pub use mixer::{
+    HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, dplr_apply, dplr_row, householder,
+};
 pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};
 pub use solver::{Lmax, SolveRun, SolveShape, SolveStats, SolverConfig, SolverState, quantile, solve};

@@ -71,6 +71,9 @@ pub struct ModelConfig {
     pub d_inner: usize,
     /// Householder rank `r`.
     pub rank: usize,
+    /// The mixer of `fp-rnn`/`dense-seq` layers; None: Householder with `rank` and
+    /// `alpha_scale`.
+    pub mixer: Option<MixerKind>,
     /// `hh_alpha_scale` (§8.1): 2 (reference code) or 1 (paper).
     pub alpha_scale: f32,
     pub mixer_input: MixerInput,
@@ -102,6 +105,7 @@ impl ModelConfig {
             d_model,
             d_inner: 2 * d_model,
             rank: 1,
+            mixer: None,
             alpha_scale: 2.0,
             mixer_input: MixerInput::Concat,
             mixer_eps: 1e-6,
@@ -123,7 +127,7 @@ impl ModelConfig {
             ModelKind::Lstm => return None,
             ModelKind::Diagonal => MixerKind::Identity,
             ModelKind::FpRnn | ModelKind::DenseSeq => {
-                MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale }
+                self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale })
             }
         };
         Some(BlockConfig {
@@ -166,7 +170,7 @@ impl ModelConfig {
         if self.kind != ModelKind::Lstm && self.d_inner == 0 {
             return bad("d_inner must be positive".to_string());
         }
-        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq) && self.rank == 0 {
+        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq) && self.mixer.is_none() && self.rank == 0 {
             return bad("the Householder rank must be at least 1".to_string());
         }
         if !self.layer_backward.is_empty() && self.layer_backward.len() != self.n_layers {
