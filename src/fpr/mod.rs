@@ -13,6 +13,7 @@
 //!   the token-by-token dense oracle.
 //! - [`block`]: the vector-state FP-RNN block (§4.2) with the one-step backward (§3.1).
 //! - [`implicit`]: the exact implicit gradient (adjoint fixed point) as an op.
+//! - [`selective`], [`mamba`]: the selective scan and the FP-Mamba / Mamba block (§2.4, §4.3).
 //! - [`lstm`]: the LSTM baseline with a fused recurrence op.
 //! - [`model`]: the shared backbone (§4.1) and the model kinds.
 
@@ -21,8 +22,10 @@ pub mod core;
 pub mod implicit;
 pub mod kronecker;
 pub mod lstm;
+pub mod mamba;
 pub mod mixer;
 pub mod model;
+pub mod selective;
 pub mod solver;
 
 pub use block::{BackwardMode, BlockConfig, BlockInputs, BlockOutput, FpRnnBlock, ShortConv, SolveMethod};
@@ -30,8 +33,10 @@ pub use core::{FpCore, Workspace};
 pub use implicit::{AdjointStats, implicit_grad, solve_adjoint};
 pub use kronecker::{KronNorm, KroneckerKernel, KroneckerMixer, kron_apply, kron_factors};
 pub use lstm::{Lstm, lstm_recurrence};
+pub use mamba::{FpMambaBlock, MambaConfig, MambaInputs};
 pub use mixer::{
     HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, dplr_apply, dplr_row, householder,
 };
 pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};
+pub use selective::selective_scan;
 pub use solver::{Lmax, SolveRun, SolveShape, SolveStats, SolverConfig, SolverState, quantile, solve};

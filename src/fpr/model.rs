@@ -14,6 +14,7 @@
 use super::block::{BackwardMode, BlockConfig, FpRnnBlock, SolveMethod};
 use super::implicit::AdjointStats;
 use super::lstm::Lstm;
+use super::mamba::{FpMambaBlock, MambaConfig};
 use super::mixer::{MixerInput, MixerKind};
 use super::solver::{SolveRun, SolveStats, SolverConfig};
 use crate::error::{Error, Result};
@@ -30,6 +31,11 @@ pub enum ModelKind {
     Diagonal,
     DenseSeq,
     Lstm,
+    /// FP-Mamba (§4.3): the matrix-state block with a mixer, y-dependent B and C,
+    /// LayerNorm per iteration, damped solver.
+    FpMamba,
+    /// Mamba-1: the FP-Mamba block with `Q ≡ I` and no output dependence.
+    Mamba,
 }
 
 impl ModelKind {
@@ -39,19 +45,23 @@ impl ModelKind {
             ModelKind::Diagonal => "diagonal",
             ModelKind::DenseSeq => "dense-seq",
             ModelKind::Lstm => "lstm",
+            ModelKind::FpMamba => "fp-mamba",
+            ModelKind::Mamba => "mamba",
         }
     }
-    /// Parse `fp-rnn`, `diagonal`, `dense-seq`, `lstm`.
+    /// Parse `fp-rnn`, `diagonal`, `dense-seq`, `lstm`, `fp-mamba`, `mamba`.
     pub fn parse(s: &str) -> Result<ModelKind> {
         Ok(match s {
             "fp-rnn" | "fprnn" => ModelKind::FpRnn,
             "diagonal" => ModelKind::Diagonal,
             "dense-seq" => ModelKind::DenseSeq,
             "lstm" => ModelKind::Lstm,
+            "fp-mamba" | "fpmamba" => ModelKind::FpMamba,
+            "mamba" => ModelKind::Mamba,
             _ => {
                 return Err(Error::InvalidArgument {
                     op: "ModelKind::parse",
-                    message: format!("unknown model kind {s:?} (fp-rnn, diagonal, dense-seq, lstm)"),
+                    message: format!("unknown model kind {s:?} (fp-rnn, diagonal, dense-seq, lstm, fp-mamba, mamba)"),
                 });
             }
         })
@@ -74,6 +84,8 @@ pub struct ModelConfig {
     /// The mixer of `fp-rnn`/`dense-seq` layers; None: Householder with `rank` and
     /// `alpha_scale`.
     pub mixer: Option<MixerKind>,
+    /// `N` of the FP-Mamba / Mamba blocks.
+    pub d_state: usize,
     /// `hh_alpha_scale` (§8.1): 2 (reference code) or 1 (paper).
     pub alpha_scale: f32,
     pub mixer_input: MixerInput,
@@ -106,6 +118,7 @@ impl ModelConfig {
             d_inner: 2 * d_model,
             rank: 1,
             mixer: None,
+            d_state: 16,
             alpha_scale: 2.0,
             mixer_input: MixerInput::Concat,
             mixer_eps: 1e-6,
@@ -113,7 +126,11 @@ impl ModelConfig {
             norm_eps: 1e-5,
             backbone_eps: 1e-5,
             tie_embeddings: true,
-            solver: SolverConfig::default(),
+            solver: if matches!(kind, ModelKind::FpMamba | ModelKind::Mamba) {
+                SolverConfig::fp_mamba()
+            } else {
+                SolverConfig::default()
+            },
             backward: BackwardMode::OneStep,
             layer_backward: Vec::new(),
             seed: 0,
@@ -124,7 +141,7 @@ impl ModelConfig {
     /// The configuration of each FP-RNN block (None for the LSTM).
     pub fn block_config(&self) -> Option<BlockConfig> {
         let mixer = match self.kind {
-            ModelKind::Lstm => return None,
+            ModelKind::Lstm | ModelKind::FpMamba | ModelKind::Mamba => return None,
             ModelKind::Diagonal => MixerKind::Identity,
             ModelKind::FpRnn | ModelKind::DenseSeq => {
                 self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale })
@@ -154,6 +171,27 @@ impl ModelConfig {
         Some(bc)
     }
 
+    /// The configuration of FP-Mamba / Mamba block `layer` (None for other kinds).
+    pub fn mamba_config_for(&self, layer: usize) -> Option<MambaConfig> {
+        let base = match self.kind {
+            ModelKind::FpMamba => MambaConfig {
+                mixer: self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale }),
+                ..MambaConfig::fp_mamba(self.d_model)
+            },
+            ModelKind::Mamba => MambaConfig::mamba(self.d_model),
+            _ => return None,
+        };
+        Some(MambaConfig {
+            d_inner: self.d_inner,
+            d_state: self.d_state,
+            mixer_input: self.mixer_input,
+            mixer_eps: self.mixer_eps,
+            norm_eps: self.norm_eps,
+            backward: self.layer_backward.get(layer).copied().unwrap_or(self.backward),
+            ..base
+        })
+    }
+
     /// The embedding's row count: `vocab` rounded up to a multiple of 8.
     pub fn padded_vocab(&self) -> usize {
         self.vocab.div_ceil(8) * 8
@@ -167,10 +205,16 @@ impl ModelConfig {
                 self.vocab, self.n_layers, self.d_model
             ));
         }
+        if matches!(self.kind, ModelKind::FpMamba | ModelKind::Mamba) && self.d_state == 0 {
+            return bad("d_state must be positive".to_string());
+        }
         if self.kind != ModelKind::Lstm && self.d_inner == 0 {
             return bad("d_inner must be positive".to_string());
         }
-        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq) && self.mixer.is_none() && self.rank == 0 {
+        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba)
+            && self.mixer.is_none()
+            && self.rank == 0
+        {
             return bad("the Householder rank must be at least 1".to_string());
         }
         if !self.layer_backward.is_empty() && self.layer_backward.len() != self.n_layers {
@@ -193,6 +237,8 @@ impl ModelConfig {
 pub enum Layer {
     Fp(Box<FpRnnBlock>),
     Lstm(Box<Lstm>),
+    /// FP-Mamba or Mamba.
+    Mamba(Box<FpMambaBlock>),
 }
 
 impl Module for Layer {
@@ -200,12 +246,14 @@ impl Module for Layer {
         match self {
             Layer::Fp(b) => b.params(),
             Layer::Lstm(l) => l.params(),
+            Layer::Mamba(b) => b.params(),
         }
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         match self {
             Layer::Fp(b) => b.params_mut(),
             Layer::Lstm(l) => l.params_mut(),
+            Layer::Mamba(b) => b.params_mut(),
         }
     }
 }
@@ -252,9 +300,10 @@ impl FpModel {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             norms.push(RmsNorm::new(cfg.d_model, cfg.backbone_eps, true));
-            layers.push(match cfg.block_config_for(i) {
-                Some(bc) => Layer::Fp(Box::new(FpRnnBlock::new(&bc, &mut rng)?)),
-                None => Layer::Lstm(Box::new(Lstm::new(cfg.d_model, cfg.d_model, &mut rng)?)),
+            layers.push(match (cfg.block_config_for(i), cfg.mamba_config_for(i)) {
+                (Some(bc), _) => Layer::Fp(Box::new(FpRnnBlock::new(&bc, &mut rng)?)),
+                (None, Some(mc)) => Layer::Mamba(Box::new(FpMambaBlock::new(&mc, &mut rng)?)),
+                (None, None) => Layer::Lstm(Box::new(Lstm::new(cfg.d_model, cfg.d_model, &mut rng)?)),
             });
         }
         let norm_f = RmsNorm::new(cfg.d_model, cfg.backbone_eps, true);
@@ -285,6 +334,7 @@ impl FpModel {
             .iter()
             .filter_map(|l| match l {
                 Layer::Fp(b) => Some(b.last_adjoint_stats()),
+                Layer::Mamba(b) => Some(b.last_adjoint_stats()),
                 Layer::Lstm(_) => None,
             })
             .collect()
@@ -329,7 +379,7 @@ impl FpModel {
                 shape: [b, t].into(),
             });
         }
-        let n_fp = self.layers.iter().filter(|l| matches!(l, Layer::Fp(_))).count();
+        let n_fp = self.layers.iter().filter(|l| !matches!(l, Layer::Lstm(_))).count();
         if let Some(s) = states
             && s.len() != n_fp
         {
@@ -351,6 +401,13 @@ impl FpModel {
             let x = norm.forward(&r)?;
             h = match layer {
                 Layer::Fp(block) => {
+                    let given = states.map(|s| &s[out_states.len()]);
+                    let o = block.forward(&x, &self.cfg.solver, &run, given)?;
+                    out_states.push(o.state);
+                    out_stats.push(o.stats);
+                    o.out
+                }
+                Layer::Mamba(block) => {
                     let given = states.map(|s| &s[out_states.len()]);
                     let o = block.forward(&x, &self.cfg.solver, &run, given)?;
                     out_states.push(o.state);
