@@ -3,6 +3,7 @@
 
 pub mod core;
 mod core_rows;
+pub mod fixed_point;
 
 use std::time::Instant;
 

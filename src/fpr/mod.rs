@@ -36,6 +36,7 @@ pub use lstm::{Lstm, lstm_recurrence};
 pub use mamba::{FpMambaBlock, MambaConfig, MambaInputs};
 pub use mixer::{
     HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, dplr_apply, dplr_row, householder,
+    householder_row,
 };
 pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};
 pub use selective::selective_scan;
