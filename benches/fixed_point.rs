@@ -50,5 +50,8 @@ fn main() {
         opts.reps = 3;
     }
     let v = run(&opts).expect("fixed-point bench");
+    if fixpoint::profile::enabled() {
+        eprintln!("{}", fixpoint::profile::report());
+    }
     println!("{v}");
 }
