@@ -5,7 +5,9 @@
 //! short conv (optional): x_mix, x_b, x_λ, x = SiLU(conv_k4(x) + bias), four convolutions
 //! b = SiLU(W_b x_b)            λ = σ(W_λ x_λ + β_λ)
 //! F(h) = diag_scan(λ, (1 − λ) ⊙ x̃),   x̃ = Q(p)(b⊙x − h) + h,   p = [x_mix; shift(h)]
-//! h* = solve(F)  (off the graph);   h = F(stopgrad(h*))  (one recorded step, §3.1)
+//! h* = solve(F)  (off the graph);   h = F(stopgrad(h*))  (one recorded step, §3.1;
+//!                                    or K steps, or one step under the implicit adjoint:
+//!                                    [`BackwardMode`])
 //! c = SiLU(W_c [x; shift(h)])      (with short conv: SiLU(W_c SiLU(conv([x; h]))))
 //! out = W_out RMSNorm(SiLU(z) ⊙ c ⊙ h)
 //! ```

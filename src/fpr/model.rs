@@ -9,7 +9,10 @@
 //!
 //! Model kinds: `fp-rnn` (FP-RNN block, Householder mixer, parallel solver), `diagonal`
 //! (the same block with `Q ≡ I`), `dense-seq` (the FP-RNN block with the fixed point found
-//! token by token with explicit dense matrices) and `lstm`.
+//! token by token with explicit dense matrices), `lstm`, `fp-mamba` (the FP-Mamba block,
+//! §4.3, damped solver) and `mamba` (its `Q ≡ I` baseline). Backward modes are per layer
+//! ([`ModelConfig::layer_backward`]); [`ModelConfig::mixer`] picks the Kronecker or DPLR
+//! mixer (DPLR only with `fp-mamba`).
 
 use super::block::{BackwardMode, BlockConfig, FpRnnBlock, SolveMethod};
 use super::implicit::AdjointStats;
