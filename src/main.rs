@@ -75,6 +75,23 @@ enum BenchCommand {
     /// The diagonal scan's kernels against a STREAM triad, per shape and thread count
     /// (--threads N measures N only; default 1 and 2).
     Scan(BenchScanArgs),
+    /// Fixed-point RNN layer: iterations, time per iteration over a scan, forward and
+    /// backward per backward option, dense and Woodbury baselines (peak memory:
+    /// `cargo bench --bench fixed_point`, which has a counting allocator).
+    FixedPoint(BenchFixedPointArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchFixedPointArgs {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions per timing (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// JSON printed by benches/peers/fp_iter_jax.py (`jax_fp_iter_ms`), for fp_iter_speedup_over_jax.
+    #[arg(long)]
+    peer_json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -425,6 +442,26 @@ fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
     let line = run.finish(&summary, &ck).map_err(e)?;
     if a.json {
         println!("{line}");
+    }
+    Ok(())
+}
+
+fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
+    let mut opts = fixpoint::bench::fixed_point::FixedPointOpts { reps: a.reps.max(1), ..Default::default() };
+    if let Some(p) = &a.peer_json {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
+        opts.peer_jax_iter_ms =
+            Some(v["jax_fp_iter_ms"].as_f64().ok_or_else(|| format!("{}: no number jax_fp_iter_ms", p.display()))?);
+    }
+    let out = fixpoint::bench::fixed_point::run(&opts).map_err(|e| e.to_string())?;
+    for key in ["fp_iter_time_over_scan", "fp_fwd_speedup_over_dense_d256_t1024", "fp_iter_speedup_over_jax"] {
+        if let Some(v) = out.get(key).and_then(Value::as_f64) {
+            println!("{key:<40} {v:.3}");
+        }
+    }
+    if a.json {
+        println!("{out}");
     }
     Ok(())
 }
@@ -967,6 +1004,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
         Command::Runs(c) => cmd_runs(c),
+        Command::Bench(BenchCommand::FixedPoint(a)) => cmd_bench_fixed_point(a),
     })
     .and_then(|r| r);
     if fixpoint::profile::enabled() {

@@ -379,7 +379,7 @@ fn model_api_shapes_names_modes_and_errors() {
         assert!(matches!(FpModel::new(broken), Err(Error::InvalidArgument { .. })));
     }
     assert_eq!(ModelKind::parse("dense-seq").unwrap(), ModelKind::DenseSeq);
-    assert!(ModelKind::parse("mamba").is_err());
+    assert!(ModelKind::parse("transformer").is_err()); // ("mamba" is a kind since FP-Mamba)
     let lstm = FpModel::new(small_config(ModelKind::Lstm)).unwrap();
     assert!(matches!(lstm.layers()[0], Layer::Lstm(_)));
     assert!(lstm.forward_detailed(&ids, [b, t], None).unwrap().stats.is_empty());

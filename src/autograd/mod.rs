@@ -9,6 +9,6 @@ pub mod check;
 mod no_grad;
 mod node;
 
-pub use no_grad::{NoGradGuard, is_grad_enabled, no_grad};
+pub use no_grad::{NoGradGuard, enable_grad, is_grad_enabled, no_grad};
 pub use node::Backward;
 pub(crate) use node::Node;

@@ -33,3 +33,11 @@ impl Drop for NoGradGuard {
         GRAD_ENABLED.with(|g| g.set(self.prev));
     }
 }
+
+/// Run `f` with graph recording on, whatever the current state (a backward rule that
+/// needs a vector–Jacobian product of its own, e.g. the implicit fixed-point gradient).
+pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    let prev = GRAD_ENABLED.with(|g| g.replace(true));
+    let _restore = NoGradGuard { prev };
+    f()
+}

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod core;
 mod core_rows;
+pub mod fixed_point;
 mod plot;
 pub mod scan;
 

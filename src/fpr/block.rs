@@ -5,7 +5,9 @@
 //! short conv (optional): x_mix, x_b, x_λ, x = SiLU(conv_k4(x) + bias), four convolutions
 //! b = SiLU(W_b x_b)            λ = σ(W_λ x_λ + β_λ)
 //! F(h) = diag_scan(λ, (1 − λ) ⊙ x̃),   x̃ = Q(p)(b⊙x − h) + h,   p = [x_mix; shift(h)]
-//! h* = solve(F)  (off the graph);   h = F(stopgrad(h*))  (one recorded step, §3.1)
+//! h* = solve(F)  (off the graph);   h = F(stopgrad(h*))  (one recorded step, §3.1;
+//!                                    or K steps, or one step under the implicit adjoint:
+//!                                    [`BackwardMode`])
 //! c = SiLU(W_c [x; shift(h)])      (with short conv: SiLU(W_c SiLU(conv([x; h]))))
 //! out = W_out RMSNorm(SiLU(z) ⊙ c ⊙ h)
 //! ```
@@ -17,6 +19,7 @@
 //! same, so the two differ only in how the fixed point is found.
 
 use super::core::FpCore;
+use super::implicit::{AdjointSink, AdjointStats, VjpFn, check_implicit, implicit_grad};
 use super::mixer::{Mixer, MixerInput, MixerKind, zero_bias};
 use super::solver::{SolveRun, SolveStats, SolverConfig};
 use crate::autograd::no_grad;
@@ -26,6 +29,7 @@ use crate::nn::{Linear, Module, RmsNorm, prefixed};
 use crate::ops::scan::ScanOptions;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use std::sync::{Arc, Mutex};
 
 /// How the fixed point `h*` is found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,12 +42,62 @@ pub enum SolveMethod {
     Sequential,
 }
 
-/// How gradients reach the parameters through the fixed point (§3.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How gradients reach the parameters through the fixed point (§3.1). Selectable per
+/// layer ([`BlockConfig::backward`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum BackwardMode {
     /// The paper's: one differentiable step `F(x, stopgrad(h*))` (Jacobian-free).
     #[default]
     OneStep,
+    /// The exact implicit-function-theorem gradient: the adjoint `w = ḡ + J_hᵀ w` is
+    /// solved by iteration (relative tolerance `tol`, at most `max_iter` vector–Jacobian
+    /// products; see [`super::implicit`]), then one vector–Jacobian product of the
+    /// recorded step gives the parameter and input gradients.
+    Implicit { tol: f32, max_iter: usize },
+    /// `K` differentiable steps `F(F(⋯F(stopgrad(h*))))` from the detached fixed point
+    /// (`Phantom(1)` is [`BackwardMode::OneStep`]); memory grows with `K`.
+    Phantom(usize),
+}
+
+impl BackwardMode {
+    /// The implicit gradient with tolerance 1e-6 and at most 200 adjoint iterations.
+    pub fn implicit() -> BackwardMode {
+        BackwardMode::Implicit { tol: 1e-6, max_iter: 200 }
+    }
+    /// `one-step`, `implicit` (defaults of [`BackwardMode::implicit`]) or `phantom-K`.
+    pub fn parse(s: &str) -> Result<BackwardMode> {
+        let bad = || Error::InvalidArgument {
+            op: "BackwardMode::parse",
+            message: format!("unknown backward mode {s:?} (one-step, implicit, phantom-K with K >= 1)"),
+        };
+        Ok(match s {
+            "one-step" | "onestep" => BackwardMode::OneStep,
+            "implicit" => BackwardMode::implicit(),
+            _ => match s.strip_prefix("phantom-").and_then(|k| k.parse::<usize>().ok()) {
+                Some(k) if k >= 1 => BackwardMode::Phantom(k),
+                _ => return Err(bad()),
+            },
+        })
+    }
+    pub fn name(&self) -> String {
+        match self {
+            BackwardMode::OneStep => "one-step".to_string(),
+            BackwardMode::Implicit { .. } => "implicit".to_string(),
+            BackwardMode::Phantom(k) => format!("phantom-{k}"),
+        }
+    }
+    /// Reject `Phantom(0)` and bad adjoint settings.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            BackwardMode::OneStep => Ok(()),
+            BackwardMode::Implicit { tol, max_iter } => check_implicit(tol, max_iter),
+            BackwardMode::Phantom(0) => Err(Error::InvalidArgument {
+                op: "BackwardMode::Phantom",
+                message: "phantom-K needs K >= 1 differentiable steps".to_string(),
+            }),
+            BackwardMode::Phantom(_) => Ok(()),
+        }
+    }
 }
 
 /// Hyper-parameters of one block.
@@ -138,6 +192,20 @@ pub struct BlockInputs {
     pub bx: Tensor,
 }
 
+impl BlockInputs {
+    /// The same inputs cut from the graph.
+    pub fn detached(&self) -> BlockInputs {
+        BlockInputs {
+            x: self.x.detach(),
+            z: self.z.detach(),
+            x_mix: self.x_mix.detach(),
+            lambda: self.lambda.detach(),
+            one_minus_lambda: self.one_minus_lambda.detach(),
+            bx: self.bx.detach(),
+        }
+    }
+}
+
 /// The result of [`FpRnnBlock::forward`].
 #[derive(Clone, Debug)]
 pub struct BlockOutput {
@@ -160,6 +228,8 @@ pub struct FpRnnBlock {
     c_proj: Linear,
     out_norm: RmsNorm,
     out_proj: Linear,
+    /// The latest adjoint solve of the implicit backward (shared by clones).
+    adjoint: AdjointSink,
 }
 
 impl FpRnnBlock {
@@ -174,6 +244,15 @@ impl FpRnnBlock {
                     "d_model {d}, d_inner {di} (and conv_kernel {} with short_conv) must be positive",
                     cfg.conv_kernel
                 ),
+            });
+        }
+        cfg.backward.validate()?;
+        if let MixerKind::Dplr { .. } = cfg.mixer {
+            return Err(Error::InvalidArgument {
+                op: "FpRnnBlock::new",
+                message: "the DPLR mixer is not contractive and is refused for FP-RNN (spec §8.12); \
+                          use it with FP-Mamba, or use the Householder or Kronecker mixer"
+                    .to_string(),
             });
         }
         let in_proj = Linear::new(d, 2 * di, false, rng);
@@ -194,7 +273,18 @@ impl FpRnnBlock {
         let c_proj = Linear::new(2 * di, di, false, rng);
         let out_norm = RmsNorm::new(di, cfg.norm_eps, true);
         let out_proj = Linear::new(di, d, false, rng);
-        Ok(FpRnnBlock { cfg: *cfg, in_proj, convs, b_proj, lambda_proj, mixer, c_proj, out_norm, out_proj })
+        Ok(FpRnnBlock {
+            cfg: *cfg,
+            in_proj,
+            convs,
+            b_proj,
+            lambda_proj,
+            mixer,
+            c_proj,
+            out_norm,
+            out_proj,
+            adjoint: Arc::new(Mutex::new(None)),
+        })
     }
 
     pub fn config(&self) -> &BlockConfig {
@@ -304,6 +394,57 @@ impl FpRnnBlock {
         })
     }
 
+    /// The state the output sees, `F(stopgrad(h*))` on the graph, with the gradient path
+    /// of [`BlockConfig::backward`]: one step, `K` steps, or one step under the implicit
+    /// adjoint op.
+    pub fn recorded_state(&self, inp: &BlockInputs, h_star: &Tensor) -> Result<Tensor> {
+        let h_star = h_star.detach();
+        match self.cfg.backward {
+            BackwardMode::OneStep => self.step(inp, &h_star),
+            BackwardMode::Phantom(k) => {
+                let mut h = h_star;
+                for _ in 0..k.max(1) {
+                    h = self.step(inp, &h)?;
+                }
+                Ok(h)
+            }
+            BackwardMode::Implicit { tol, max_iter } => {
+                let out = self.step(inp, &h_star)?;
+                if !out.requires_grad() {
+                    return Ok(out);
+                }
+                let frozen = self.frozen();
+                let inp_d = inp.detached();
+                let vjp: VjpFn = Arc::new(move |w: &Tensor| {
+                    let hv = h_star.detach().requires_grad_();
+                    let y = frozen.step(&inp_d, &hv)?;
+                    if y.requires_grad() {
+                        y.backward_with(w)?;
+                    }
+                    Ok(hv.grad().unwrap_or_else(|| Tensor::zeros(hv.shape())))
+                });
+                implicit_grad(&out, vjp, tol, max_iter, self.adjoint.clone())
+            }
+        }
+    }
+
+    /// A copy whose parameters are detached (for vector–Jacobian products in `h` that
+    /// must not touch the parameters' gradients).
+    fn frozen(&self) -> FpRnnBlock {
+        let mut f = self.clone();
+        f.adjoint = Arc::new(Mutex::new(None));
+        for (_, p) in f.params_mut() {
+            *p = p.detach();
+        }
+        f
+    }
+
+    /// The statistics of the latest implicit adjoint solve (None before the first
+    /// backward with [`BackwardMode::Implicit`]).
+    pub fn last_adjoint_stats(&self) -> Option<AdjointStats> {
+        self.adjoint.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Everything after the fixed point: `W_out RMSNorm(SiLU(z) ⊙ c ⊙ h)`.
     pub fn output(&self, inp: &BlockInputs, h: &Tensor) -> Result<Tensor> {
         let xc = match &self.convs {
@@ -333,9 +474,7 @@ impl FpRnnBlock {
             }
             None => self.fixed_point(&inp, cfg, run)?,
         };
-        let h = match self.cfg.backward {
-            BackwardMode::OneStep => self.step(&inp, &h_star)?,
-        };
+        let h = self.recorded_state(&inp, &h_star)?;
         let out = self.output(&inp, &h)?;
         Ok(BlockOutput { out, state: h_star, stats })
     }

@@ -16,7 +16,7 @@
 //! (Λ_t + (I − Λ_t) Q_t) h_t = Λ_t h_{t−1} + (I − Λ_t) Q_t b_t x_t .
 //! ```
 
-use super::mixer::{HouseholderKernel, MixerKernel, householder_row, rows_per_task};
+use super::mixer::{MixerKernel, rows_per_task};
 use super::solver::{SolveRun, SolveShape, SolveStats, SolverConfig, solve};
 use crate::error::{Error, Result};
 use crate::ops::scan::{ScanKernel, ScanSpec, scan_forward};
@@ -33,8 +33,9 @@ pub struct FpCore {
     /// `b_t ⊙ x_t`, `[B, T, D]`.
     pub bx: Vec<f32>,
     pub mixer: MixerKernel,
-    /// Coefficients `(u, α)` per row when `Q` does not depend on `h` (computed once).
-    fixed: Option<(Vec<f32>, Vec<f32>)>,
+    /// Mixer coefficients per row (`coef_len` each) when `Q` does not depend on `h`
+    /// (computed once).
+    fixed: Option<Vec<f32>>,
 }
 
 /// Buffers reused across evaluations of [`FpCore::step`].
@@ -66,20 +67,17 @@ impl FpCore {
                 ),
             });
         }
-        if let MixerKernel::Householder(k) = &mixer
-            && (k.dim != dim || k.rows() != batch * time)
+        if let (Some(kd), Some(rows)) = (mixer.dim(), mixer.rows())
+            && (kd != dim || rows != batch * time)
         {
             return Err(Error::InvalidArgument {
                 op: "FpCore::new",
-                message: format!(
-                    "the mixer has dim {} and {} rows but the state is [{batch}, {time}, {dim}]",
-                    k.dim,
-                    k.rows()
-                ),
+                message: format!("the mixer has dim {kd} and {rows} rows but the state is [{batch}, {time}, {dim}]"),
             });
         }
         let fixed = match &mixer {
-            MixerKernel::Householder(k) if k.w_h.is_none() => Some(all_coefficients(k, &k.base)),
+            MixerKernel::Identity => None,
+            k if !k.uses_state() => Some(all_coefficients(k, k_base(k), batch * time)),
             _ => None,
         };
         Ok(FpCore { batch, time, dim, lambda, bx, mixer, fixed })
@@ -108,7 +106,7 @@ impl FpCore {
         if d > 0 {
             match &self.mixer {
                 MixerKernel::Identity => gate_rows(&self.lambda, &self.bx, &mut ws.u_scan),
-                MixerKernel::Householder(k) => {
+                k => {
                     if self.fixed.is_none() {
                         k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
                     }
@@ -121,20 +119,20 @@ impl FpCore {
     }
 
     /// `u_scan = (1 − λ) ⊙ (Q (b⊙x − h) + h)` row by row.
-    fn mix_rows(&self, k: &HouseholderKernel, h: &[f32], pre: &[f32], u_scan: &mut [f32]) {
+    fn mix_rows(&self, k: &MixerKernel, h: &[f32], pre: &[f32], u_scan: &mut [f32]) {
         let _p = crate::profile::fwd("fp_mix");
-        let (d, r, w) = (self.dim, k.rank, k.width());
-        let rows = rows_per_task(r * d + d);
+        let (d, w, cl) = (self.dim, k.width(), k.coef_len());
+        let rows = rows_per_task(cl + 2 * d);
         crate::cpu::par::for_row_chunks_mut(u_scan, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
-            let mut u = vec![0.0f32; r * d];
-            let mut alpha = vec![0.0f32; r];
+            let mut coef = vec![0.0f32; cl];
+            let mut scratch = vec![0.0f32; k.scratch_len()];
             for (i, us) in chunk.chunks_exact_mut(d).enumerate() {
                 let row = row0 + i;
-                let (uu, aa): (&[f32], &[f32]) = match &self.fixed {
-                    Some((fu, fa)) => (&fu[row * r * d..][..r * d], &fa[row * r..][..r]),
+                let c: &[f32] = match &self.fixed {
+                    Some(f) => &f[row * cl..][..cl],
                     None => {
-                        k.coefficients_row(&pre[row * w..][..w], &mut u, &mut alpha);
-                        (&u, &alpha)
+                        k.coefficients_row(&pre[row * w..][..w], &mut coef, &mut scratch);
+                        &coef
                     }
                 };
                 let o = row * d;
@@ -142,7 +140,7 @@ impl FpCore {
                 for j in 0..d {
                     us[j] = bx[j] - hr[j];
                 }
-                householder_row(uu, aa, k.alpha_scale, us);
+                k.apply_row(c, us, &mut scratch);
                 for j in 0..d {
                     us[j] = (1.0 - lam[j]) * (us[j] + hr[j]);
                 }
@@ -194,29 +192,41 @@ impl FpCore {
                         q[i * d + i] = 1.0;
                     }
                 }
-                MixerKernel::Householder(k) => {
-                    let (r, w) = (k.rank, k.width());
-                    let (u, alpha) = match &self.fixed {
-                        Some((fu, fa)) => (fu[row * r * d..][..r * d].to_vec(), fa[row * r..][..r].to_vec()),
+                k => {
+                    let (w, cl) = (k.width(), k.coef_len());
+                    let coef: Vec<f32> = match &self.fixed {
+                        Some(f) => f[row * cl..][..cl].to_vec(),
                         None => {
                             // pre = base + W_hᵀ h_{t−1}
-                            let mut pre: Vec<f32> = k.base[row * w..][..w].to_vec();
-                            if let Some(wh) = &k.w_h {
+                            let (base, w_h) = (k_base(k), k_wh(k));
+                            let mut pre: Vec<f32> = base[row * w..][..w].to_vec();
+                            if let Some(wh) = w_h {
                                 for (j, p) in pre.iter_mut().enumerate() {
                                     let s: f64 = (0..d).map(|i| wh[i * w + j] as f64 * h_prev[i]).sum();
                                     *p = (*p as f64 + s) as f32;
                                 }
                             }
-                            let mut u = vec![0.0f32; r * d];
-                            let mut alpha = vec![0.0f32; r];
-                            k.coefficients_row(&pre, &mut u, &mut alpha);
-                            (u, alpha)
+                            let mut coef = vec![0.0f32; cl];
+                            k.coefficients_row(&pre, &mut coef, &mut vec![0.0f32; k.scratch_len()]);
+                            coef
                         }
                     };
+                    let mut scratch = vec![0.0f32; k.scratch_len()];
                     for j in 0..d {
                         col.fill(0.0);
                         col[j] = 1.0;
-                        householder_row_f64(&u, &alpha, k.alpha_scale, &mut col, &mut q, j);
+                        match k {
+                            MixerKernel::Householder(hk) => {
+                                let (u, alpha) = coef.split_at(hk.rank * d);
+                                householder_row_f64(u, alpha, hk.alpha_scale, &mut col, &mut q, j)
+                            }
+                            _ => {
+                                k.apply_row(&coef, &mut col, &mut scratch);
+                                for i in 0..d {
+                                    q[i * d + j] = col[i] as f64;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -298,14 +308,29 @@ fn gate_rows(lambda: &[f32], bx: &[f32], u_scan: &mut [f32]) {
     }
 }
 
-/// `(u, α)` of every row from fixed pre-activations.
-fn all_coefficients(k: &HouseholderKernel, pre: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (r, d, w) = (k.rank, k.dim, k.width());
-    let rows = pre.len() / w;
-    let mut u = vec![0.0f32; rows * r * d];
-    let mut alpha = vec![0.0f32; rows * r];
+/// The coefficients of every row from fixed pre-activations.
+fn all_coefficients(k: &MixerKernel, pre: &[f32], rows: usize) -> Vec<f32> {
+    let (w, cl) = (k.width(), k.coef_len());
+    let mut coef = vec![0.0f32; rows * cl];
+    let mut scratch = vec![0.0f32; k.scratch_len()];
     for row in 0..rows {
-        k.coefficients_row(&pre[row * w..][..w], &mut u[row * r * d..][..r * d], &mut alpha[row * r..][..r]);
+        k.coefficients_row(&pre[row * w..][..w], &mut coef[row * cl..][..cl], &mut scratch);
     }
-    (u, alpha)
+    coef
+}
+
+fn k_base(k: &MixerKernel) -> &[f32] {
+    match k {
+        MixerKernel::Identity => &[],
+        MixerKernel::Householder(h) | MixerKernel::Dplr(h) => &h.base,
+        MixerKernel::Kronecker(h) => &h.base,
+    }
+}
+
+fn k_wh(k: &MixerKernel) -> Option<&[f32]> {
+    match k {
+        MixerKernel::Identity => None,
+        MixerKernel::Householder(h) | MixerKernel::Dplr(h) => h.w_h.as_deref(),
+        MixerKernel::Kronecker(h) => h.w_h.as_deref(),
+    }
 }

@@ -22,6 +22,7 @@
 //! plain data: the part of the pre-activations that depends on the input only, and the
 //! weights acting on the shifted state.
 
+use super::kronecker::{KronNorm, KroneckerKernel, KroneckerMixer};
 use crate::autograd::{Backward, no_grad};
 use crate::error::{Error, Result};
 use crate::nn::{Linear, Module, prefixed};
@@ -228,6 +229,12 @@ pub enum MixerKind {
     Identity,
     /// Product of `rank` Householder steps `I − alpha_scale·α uuᵀ`.
     Householder { rank: usize, alpha_scale: f32 },
+    /// `I − 2Uᵀ⊗V` (see [`super::kronecker`]); `norm` is `kron_norm`, `detach_rho`
+    /// `kron_detach_rho` (§8.2, §8.15).
+    Kronecker { norm: KronNorm, detach_rho: bool },
+    /// Diagonal plus low rank, `Qv = v − 2Σ_i α_i u_i(u_iᵀv)`. Not contractive: FP-Mamba
+    /// only; the FP-RNN block refuses it (§8.12).
+    Dplr { rank: usize },
 }
 
 impl MixerKind {
@@ -235,7 +242,13 @@ impl MixerKind {
         match self {
             MixerKind::Identity => "identity",
             MixerKind::Householder { .. } => "householder",
+            MixerKind::Kronecker { .. } => "kronecker",
+            MixerKind::Dplr { .. } => "dplr",
         }
+    }
+    /// The Kronecker mixer with the defaults of §8 (spectral, gradient through `ρ̂`).
+    pub fn kronecker() -> MixerKind {
+        MixerKind::Kronecker { norm: KronNorm::Spectral, detach_rho: false }
     }
 }
 
@@ -396,6 +409,9 @@ pub enum Mixer {
         dim: usize,
     },
     Householder(Box<HouseholderMixer>),
+    Kronecker(Box<KroneckerMixer>),
+    /// DPLR: the Householder mixer's `(u, α)` (scale 2) applied as a sum of rank-one terms.
+    Dplr(Box<HouseholderMixer>),
 }
 
 impl Mixer {
@@ -406,6 +422,12 @@ impl Mixer {
             MixerKind::Householder { rank, alpha_scale } => {
                 Ok(Mixer::Householder(Box::new(HouseholderMixer::new(in_dim, dim, rank, alpha_scale, eps, rng)?)))
             }
+            MixerKind::Kronecker { norm, detach_rho } => {
+                Ok(Mixer::Kronecker(Box::new(KroneckerMixer::new(in_dim, dim, norm, detach_rho, eps, rng)?)))
+            }
+            MixerKind::Dplr { rank } => {
+                Ok(Mixer::Dplr(Box::new(HouseholderMixer::new(in_dim, dim, rank, 2.0, eps, rng)?)))
+            }
         }
     }
     pub fn is_identity(&self) -> bool {
@@ -414,7 +436,8 @@ impl Mixer {
     pub fn dim(&self) -> usize {
         match self {
             Mixer::Identity { dim } => *dim,
-            Mixer::Householder(m) => m.dim(),
+            Mixer::Householder(m) | Mixer::Dplr(m) => m.dim(),
+            Mixer::Kronecker(m) => m.dim(),
         }
     }
     /// `Q(p) v` on the graph.
@@ -422,6 +445,11 @@ impl Mixer {
         match self {
             Mixer::Identity { .. } => Ok(v.clone()),
             Mixer::Householder(m) => m.apply(p, v),
+            Mixer::Kronecker(m) => m.apply(p, v),
+            Mixer::Dplr(m) => {
+                let (u, alpha) = m.coefficients(p)?;
+                dplr_apply(&u, &alpha, v)
+            }
         }
     }
 
@@ -431,7 +459,8 @@ impl Mixer {
         let _p = crate::profile::fwd("mixer_kernel");
         match self {
             Mixer::Identity { .. } => Ok(MixerKernel::Identity),
-            Mixer::Householder(m) => {
+            Mixer::Kronecker(m) => Ok(MixerKernel::Kronecker(m.kernel(x_mix, input)?)),
+            Mixer::Householder(m) | Mixer::Dplr(m) => {
                 let d = m.dim;
                 let (w, bias) = m.fused_weights()?;
                 let width = w.shape()[1];
@@ -447,8 +476,8 @@ impl Mixer {
                         *b += c;
                     }
                 }
-                HouseholderKernel::new(m.rank, d, m.alpha_scale, m.eps, base, w_h.map(|w| w.to_vec()))
-                    .map(MixerKernel::Householder)
+                let k = HouseholderKernel::new(m.rank, d, m.alpha_scale, m.eps, base, w_h.map(|w| w.to_vec()))?;
+                Ok(if matches!(self, Mixer::Dplr(_)) { MixerKernel::Dplr(k) } else { MixerKernel::Householder(k) })
             }
         }
     }
@@ -458,13 +487,15 @@ impl Module for Mixer {
     fn params(&self) -> Vec<(String, &Tensor)> {
         match self {
             Mixer::Identity { .. } => Vec::new(),
-            Mixer::Householder(m) => m.params(),
+            Mixer::Householder(m) | Mixer::Dplr(m) => m.params(),
+            Mixer::Kronecker(m) => m.params(),
         }
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         match self {
             Mixer::Identity { .. } => Vec::new(),
-            Mixer::Householder(m) => m.params_mut(),
+            Mixer::Householder(m) | Mixer::Dplr(m) => m.params_mut(),
+            Mixer::Kronecker(m) => m.params_mut(),
         }
     }
 }
@@ -476,6 +507,144 @@ impl Module for Mixer {
 pub enum MixerKernel {
     Identity,
     Householder(HouseholderKernel),
+    Kronecker(KroneckerKernel),
+    /// The DPLR mixer: Householder coefficients applied as `v − scale·Σα_i u_i(u_iᵀv)`.
+    Dplr(HouseholderKernel),
+}
+
+impl MixerKernel {
+    /// Values per row of pre-activations (0 for the identity).
+    pub fn width(&self) -> usize {
+        match self {
+            MixerKernel::Identity => 0,
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => k.width(),
+            MixerKernel::Kronecker(k) => k.width(),
+        }
+    }
+    /// Values per row of coefficients (`u` then `α`; or `U` then `V`).
+    pub fn coef_len(&self) -> usize {
+        match self {
+            MixerKernel::Identity => 0,
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => k.width(),
+            MixerKernel::Kronecker(k) => k.coef_len(),
+        }
+    }
+    /// Scratch values [`MixerKernel::coefficients_row`] and [`MixerKernel::apply_row`] need.
+    pub fn scratch_len(&self) -> usize {
+        match self {
+            MixerKernel::Identity => 0,
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => k.dim,
+            MixerKernel::Kronecker(k) => (2 * k.m1.max(k.m2).pow(2) + 3 * k.m1.max(k.m2)).max(k.dim),
+        }
+    }
+    /// Rows of pre-activations held (`B·T`); None for the identity.
+    pub fn rows(&self) -> Option<usize> {
+        match self {
+            MixerKernel::Identity => None,
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => Some(k.rows()),
+            MixerKernel::Kronecker(k) => Some(k.rows()),
+        }
+    }
+    pub fn dim(&self) -> Option<usize> {
+        match self {
+            MixerKernel::Identity => None,
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => Some(k.dim),
+            MixerKernel::Kronecker(k) => Some(k.dim),
+        }
+    }
+    fn parts(&self) -> (&[f32], Option<&[f32]>) {
+        match self {
+            MixerKernel::Identity => (&[], None),
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => (&k.base, k.w_h.as_deref()),
+            MixerKernel::Kronecker(k) => (&k.base, k.w_h.as_deref()),
+        }
+    }
+    /// Whether `Q` depends on the state.
+    pub fn uses_state(&self) -> bool {
+        self.parts().1.is_some()
+    }
+    /// A row's coefficients from its pre-activations.
+    #[inline]
+    pub fn coefficients_row(&self, pre: &[f32], coef: &mut [f32], scratch: &mut [f32]) {
+        match self {
+            MixerKernel::Identity => {}
+            MixerKernel::Householder(k) | MixerKernel::Dplr(k) => {
+                let (u, a) = coef.split_at_mut(k.rank * k.dim);
+                k.coefficients_row(pre, u, a);
+            }
+            MixerKernel::Kronecker(k) => k.coefficients_row(pre, coef, scratch),
+        }
+    }
+    /// `v ← Q v` for one row with its coefficients.
+    #[inline]
+    pub fn apply_row(&self, coef: &[f32], v: &mut [f32], scratch: &mut [f32]) {
+        match self {
+            MixerKernel::Identity => {}
+            MixerKernel::Householder(k) => {
+                let (u, a) = coef.split_at(k.rank * k.dim);
+                householder_row(u, a, k.alpha_scale, v);
+            }
+            MixerKernel::Dplr(k) => {
+                let (u, a) = coef.split_at(k.rank * k.dim);
+                dplr_row(u, a, k.alpha_scale, v, scratch);
+            }
+            MixerKernel::Kronecker(k) => k.apply_row(coef, v, scratch),
+        }
+    }
+    /// Pre-activations of every row for state `h` (see [`HouseholderKernel::pre_activations`]).
+    pub fn pre_activations(&self, h: &[f32], time: usize, hs: &mut Vec<f32>, pre: &mut Vec<f32>) {
+        let (base, w_h) = self.parts();
+        let (Some(d), n) = (self.dim(), self.width()) else { return };
+        pre_activations(base, w_h, d, n, h, time, hs, pre);
+    }
+}
+
+/// `v ← v − scale·Σ_i α_i u_i (u_iᵀ v)` (all dot products with the input `v`); `tmp`
+/// holds `D` values.
+#[inline]
+pub fn dplr_row(u: &[f32], alpha: &[f32], scale: f32, v: &mut [f32], tmp: &mut [f32]) {
+    let d = v.len();
+    let tmp = &mut tmp[..d];
+    tmp.copy_from_slice(v);
+    for (i, &a) in alpha.iter().enumerate() {
+        let ui = &u[i * d..(i + 1) * d];
+        let coef = scale * a * row_dot(ui, tmp);
+        for j in 0..d {
+            v[j] = (-coef).mul_add(ui[j], v[j]);
+        }
+    }
+}
+
+/// `v − 2 Σ_i α_i u_i (u_iᵀ v)` on the graph: `u` `[.., r, D]`, `alpha` `[.., r]`, `v` `[.., D]`.
+pub fn dplr_apply(u: &Tensor, alpha: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let uv = u.matmul(&v.unsqueeze(-1)?)?; // [.., r, 1]
+    let c = alpha.unsqueeze(-1)?.mul(&uv)?;
+    let s = u.transpose(-1, -2)?.matmul(&c)?.squeeze(-1)?; // [.., D]
+    v.sub(&s.mul_scalar(2.0))
+}
+
+/// `pre = base + shift(h)·W_h` (`[B·T, n]`; `pre = base` without `W_h`).
+#[allow(clippy::too_many_arguments)]
+fn pre_activations(
+    base: &[f32],
+    w_h: Option<&[f32]>,
+    d: usize,
+    n: usize,
+    h: &[f32],
+    time: usize,
+    hs: &mut Vec<f32>,
+    pre: &mut Vec<f32>,
+) {
+    let _p = crate::profile::fwd("mixer_pre");
+    pre.clear();
+    pre.extend_from_slice(base);
+    let Some(w) = w_h else { return };
+    let rows = base.len() / n.max(1);
+    shift_rows(h, time, d, hs);
+    use crate::ops::matmul::{Accum, MatRef, gemm_dense};
+    let a = MatRef { data: hs, offset: 0, rows, cols: d, rs: d, cs: 1 };
+    let b = MatRef { data: w, offset: 0, rows: d, cols: n, rs: n, cs: 1 };
+    gemm_dense(a, b, pre, Accum::Add);
 }
 
 /// The Householder mixer as plain data. A row's pre-activations are
@@ -546,17 +715,7 @@ impl HouseholderKernel {
     /// sequence): `base + shift(h)·W_h`, written to `pre` (resized as needed). Without
     /// state dependence `pre` is `base`.
     pub fn pre_activations(&self, h: &[f32], time: usize, hs: &mut Vec<f32>, pre: &mut Vec<f32>) {
-        let _p = crate::profile::fwd("mixer_pre");
-        pre.clear();
-        pre.extend_from_slice(&self.base);
-        let Some(w) = &self.w_h else { return };
-        let (d, n) = (self.dim, self.width());
-        let rows = self.rows();
-        shift_rows(h, time, d, hs);
-        use crate::ops::matmul::{Accum, MatRef, gemm_dense};
-        let a = MatRef { data: hs, offset: 0, rows, cols: d, rs: d, cs: 1 };
-        let b = MatRef { data: w, offset: 0, rows: d, cols: n, rs: n, cs: 1 };
-        gemm_dense(a, b, pre, Accum::Add);
+        pre_activations(&self.base, self.w_h.as_deref(), self.dim, self.width(), h, time, hs, pre);
     }
 }
 

@@ -9,10 +9,15 @@
 //!
 //! Model kinds: `fp-rnn` (FP-RNN block, Householder mixer, parallel solver), `diagonal`
 //! (the same block with `Q ≡ I`), `dense-seq` (the FP-RNN block with the fixed point found
-//! token by token with explicit dense matrices) and `lstm`.
+//! token by token with explicit dense matrices), `lstm`, `fp-mamba` (the FP-Mamba block,
+//! §4.3, damped solver) and `mamba` (its `Q ≡ I` baseline). Backward modes are per layer
+//! ([`ModelConfig::layer_backward`]); [`ModelConfig::mixer`] picks the Kronecker or DPLR
+//! mixer (DPLR only with `fp-mamba`).
 
 use super::block::{BackwardMode, BlockConfig, FpRnnBlock, SolveMethod};
+use super::implicit::AdjointStats;
 use super::lstm::Lstm;
+use super::mamba::{FpMambaBlock, MambaConfig};
 use super::mixer::{MixerInput, MixerKind};
 use super::solver::{SolveRun, SolveStats, SolverConfig};
 use crate::error::{Error, Result};
@@ -29,6 +34,11 @@ pub enum ModelKind {
     Diagonal,
     DenseSeq,
     Lstm,
+    /// FP-Mamba (§4.3): the matrix-state block with a mixer, y-dependent B and C,
+    /// LayerNorm per iteration, damped solver.
+    FpMamba,
+    /// Mamba-1: the FP-Mamba block with `Q ≡ I` and no output dependence.
+    Mamba,
 }
 
 impl ModelKind {
@@ -38,19 +48,23 @@ impl ModelKind {
             ModelKind::Diagonal => "diagonal",
             ModelKind::DenseSeq => "dense-seq",
             ModelKind::Lstm => "lstm",
+            ModelKind::FpMamba => "fp-mamba",
+            ModelKind::Mamba => "mamba",
         }
     }
-    /// Parse `fp-rnn`, `diagonal`, `dense-seq`, `lstm`.
+    /// Parse `fp-rnn`, `diagonal`, `dense-seq`, `lstm`, `fp-mamba`, `mamba`.
     pub fn parse(s: &str) -> Result<ModelKind> {
         Ok(match s {
             "fp-rnn" | "fprnn" => ModelKind::FpRnn,
             "diagonal" => ModelKind::Diagonal,
             "dense-seq" => ModelKind::DenseSeq,
             "lstm" => ModelKind::Lstm,
+            "fp-mamba" | "fpmamba" => ModelKind::FpMamba,
+            "mamba" => ModelKind::Mamba,
             _ => {
                 return Err(Error::InvalidArgument {
                     op: "ModelKind::parse",
-                    message: format!("unknown model kind {s:?} (fp-rnn, diagonal, dense-seq, lstm)"),
+                    message: format!("unknown model kind {s:?} (fp-rnn, diagonal, dense-seq, lstm, fp-mamba, mamba)"),
                 });
             }
         })
@@ -70,6 +84,11 @@ pub struct ModelConfig {
     pub d_inner: usize,
     /// Householder rank `r`.
     pub rank: usize,
+    /// The mixer of `fp-rnn`/`dense-seq` layers; None: Householder with `rank` and
+    /// `alpha_scale`.
+    pub mixer: Option<MixerKind>,
+    /// `N` of the FP-Mamba / Mamba blocks.
+    pub d_state: usize,
     /// `hh_alpha_scale` (§8.1): 2 (reference code) or 1 (paper).
     pub alpha_scale: f32,
     pub mixer_input: MixerInput,
@@ -82,6 +101,8 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     pub solver: SolverConfig,
     pub backward: BackwardMode,
+    /// Per-layer backward modes (overrides `backward`; empty: `backward` everywhere).
+    pub layer_backward: Vec<BackwardMode>,
     /// Seeds the initial parameters.
     pub seed: u64,
     /// Seeds the random `ℓ_max` draws.
@@ -99,6 +120,8 @@ impl ModelConfig {
             d_model,
             d_inner: 2 * d_model,
             rank: 1,
+            mixer: None,
+            d_state: 16,
             alpha_scale: 2.0,
             mixer_input: MixerInput::Concat,
             mixer_eps: 1e-6,
@@ -106,8 +129,13 @@ impl ModelConfig {
             norm_eps: 1e-5,
             backbone_eps: 1e-5,
             tie_embeddings: true,
-            solver: SolverConfig::default(),
+            solver: if matches!(kind, ModelKind::FpMamba | ModelKind::Mamba) {
+                SolverConfig::fp_mamba()
+            } else {
+                SolverConfig::default()
+            },
             backward: BackwardMode::OneStep,
+            layer_backward: Vec::new(),
             seed: 0,
             solver_seed: 0,
         }
@@ -116,10 +144,10 @@ impl ModelConfig {
     /// The configuration of each FP-RNN block (None for the LSTM).
     pub fn block_config(&self) -> Option<BlockConfig> {
         let mixer = match self.kind {
-            ModelKind::Lstm => return None,
+            ModelKind::Lstm | ModelKind::FpMamba | ModelKind::Mamba => return None,
             ModelKind::Diagonal => MixerKind::Identity,
             ModelKind::FpRnn | ModelKind::DenseSeq => {
-                MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale }
+                self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale })
             }
         };
         Some(BlockConfig {
@@ -136,6 +164,37 @@ impl ModelConfig {
         })
     }
 
+    /// The configuration of block `layer` (its own backward mode when
+    /// [`ModelConfig::layer_backward`] names one).
+    pub fn block_config_for(&self, layer: usize) -> Option<BlockConfig> {
+        let mut bc = self.block_config()?;
+        if let Some(&m) = self.layer_backward.get(layer) {
+            bc.backward = m;
+        }
+        Some(bc)
+    }
+
+    /// The configuration of FP-Mamba / Mamba block `layer` (None for other kinds).
+    pub fn mamba_config_for(&self, layer: usize) -> Option<MambaConfig> {
+        let base = match self.kind {
+            ModelKind::FpMamba => MambaConfig {
+                mixer: self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale }),
+                ..MambaConfig::fp_mamba(self.d_model)
+            },
+            ModelKind::Mamba => MambaConfig::mamba(self.d_model),
+            _ => return None,
+        };
+        Some(MambaConfig {
+            d_inner: self.d_inner,
+            d_state: self.d_state,
+            mixer_input: self.mixer_input,
+            mixer_eps: self.mixer_eps,
+            norm_eps: self.norm_eps,
+            backward: self.layer_backward.get(layer).copied().unwrap_or(self.backward),
+            ..base
+        })
+    }
+
     /// The embedding's row count: `vocab` rounded up to a multiple of 8.
     pub fn padded_vocab(&self) -> usize {
         self.vocab.div_ceil(8) * 8
@@ -149,11 +208,28 @@ impl ModelConfig {
                 self.vocab, self.n_layers, self.d_model
             ));
         }
+        if matches!(self.kind, ModelKind::FpMamba | ModelKind::Mamba) && self.d_state == 0 {
+            return bad("d_state must be positive".to_string());
+        }
         if self.kind != ModelKind::Lstm && self.d_inner == 0 {
             return bad("d_inner must be positive".to_string());
         }
-        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq) && self.rank == 0 {
+        if matches!(self.kind, ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba)
+            && self.mixer.is_none()
+            && self.rank == 0
+        {
             return bad("the Householder rank must be at least 1".to_string());
+        }
+        if !self.layer_backward.is_empty() && self.layer_backward.len() != self.n_layers {
+            return bad(format!(
+                "layer_backward names {} modes for {} layers",
+                self.layer_backward.len(),
+                self.n_layers
+            ));
+        }
+        self.backward.validate()?;
+        for m in &self.layer_backward {
+            m.validate()?;
         }
         self.solver.validate()
     }
@@ -164,6 +240,8 @@ impl ModelConfig {
 pub enum Layer {
     Fp(Box<FpRnnBlock>),
     Lstm(Box<Lstm>),
+    /// FP-Mamba or Mamba.
+    Mamba(Box<FpMambaBlock>),
 }
 
 impl Module for Layer {
@@ -171,12 +249,14 @@ impl Module for Layer {
         match self {
             Layer::Fp(b) => b.params(),
             Layer::Lstm(l) => l.params(),
+            Layer::Mamba(b) => b.params(),
         }
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         match self {
             Layer::Fp(b) => b.params_mut(),
             Layer::Lstm(l) => l.params_mut(),
+            Layer::Mamba(b) => b.params_mut(),
         }
     }
 }
@@ -221,11 +301,12 @@ impl FpModel {
         let embedding = init::normal([cfg.padded_vocab(), cfg.d_model], 0.0, 0.02, &mut rng).requires_grad_();
         let mut norms = Vec::with_capacity(cfg.n_layers);
         let mut layers = Vec::with_capacity(cfg.n_layers);
-        for _ in 0..cfg.n_layers {
+        for i in 0..cfg.n_layers {
             norms.push(RmsNorm::new(cfg.d_model, cfg.backbone_eps, true));
-            layers.push(match cfg.block_config() {
-                Some(bc) => Layer::Fp(Box::new(FpRnnBlock::new(&bc, &mut rng)?)),
-                None => Layer::Lstm(Box::new(Lstm::new(cfg.d_model, cfg.d_model, &mut rng)?)),
+            layers.push(match (cfg.block_config_for(i), cfg.mamba_config_for(i)) {
+                (Some(bc), _) => Layer::Fp(Box::new(FpRnnBlock::new(&bc, &mut rng)?)),
+                (None, Some(mc)) => Layer::Mamba(Box::new(FpMambaBlock::new(&mc, &mut rng)?)),
+                (None, None) => Layer::Lstm(Box::new(Lstm::new(cfg.d_model, cfg.d_model, &mut rng)?)),
             });
         }
         let norm_f = RmsNorm::new(cfg.d_model, cfg.backbone_eps, true);
@@ -247,6 +328,19 @@ impl FpModel {
     /// The solver statistics of the last forward pass, one entry per FP layer.
     pub fn last_stats(&self) -> Vec<SolveStats> {
         self.runtime.lock().unwrap_or_else(|e| e.into_inner()).last_stats.clone()
+    }
+
+    /// Per FP layer, the statistics of its latest implicit adjoint solve (None for layers
+    /// with another backward mode or before the first backward).
+    pub fn last_adjoint_stats(&self) -> Vec<Option<AdjointStats>> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Fp(b) => Some(b.last_adjoint_stats()),
+                Layer::Mamba(b) => Some(b.last_adjoint_stats()),
+                Layer::Lstm(_) => None,
+            })
+            .collect()
     }
 
     /// The quantile and `ℓ_max` the next forward pass would use (draws `ℓ_max` when it
@@ -288,7 +382,7 @@ impl FpModel {
                 shape: [b, t].into(),
             });
         }
-        let n_fp = self.layers.iter().filter(|l| matches!(l, Layer::Fp(_))).count();
+        let n_fp = self.layers.iter().filter(|l| !matches!(l, Layer::Lstm(_))).count();
         if let Some(s) = states
             && s.len() != n_fp
         {
@@ -310,6 +404,13 @@ impl FpModel {
             let x = norm.forward(&r)?;
             h = match layer {
                 Layer::Fp(block) => {
+                    let given = states.map(|s| &s[out_states.len()]);
+                    let o = block.forward(&x, &self.cfg.solver, &run, given)?;
+                    out_states.push(o.state);
+                    out_stats.push(o.stats);
+                    o.out
+                }
+                Layer::Mamba(block) => {
                     let given = states.map(|s| &s[out_states.len()]);
                     let o = block.forward(&x, &self.cfg.solver, &run, given)?;
                     out_states.push(o.state);
