@@ -31,6 +31,7 @@ pub mod rng;
 pub mod run;
 pub mod shape;
 pub mod storage;
+pub mod tasks;
 pub mod tensor;
 pub mod train;
 

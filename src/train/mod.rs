@@ -1,6 +1,8 @@
 //! Training jobs: configuration in, report out. Nothing here prints; the binary
 //! formats reports.
 
+pub mod fprnn;
 pub mod mlp;
 
+pub use fprnn::{FprnnConfig, FprnnTrainer, LengthEval, StepInfo};
 pub use mlp::{MlpConfig, MlpReport, MlpTrainer, accuracy, train_mlp, train_mlp_with};
