@@ -11,9 +11,9 @@
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use fixpoint::fpr::ModelKind;
 use fixpoint::nn::Activation;
 use fixpoint::run::{Run, RunArgs};
-use fixpoint::fpr::ModelKind;
 use fixpoint::tasks::Task;
 use fixpoint::train::{FprnnConfig, FprnnTrainer, MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
 use serde_json::{Value, json};
@@ -602,7 +602,10 @@ fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
     ));
     let evals = t.evaluate().map_err(e)?;
     let step = t.step_index() as u64;
-    println!("{:>6} {:>8} {:>9} {:>10} {:>12} {:>6}", "length", "seq acc", "token acc", "median it", "nonconverged", "lmax");
+    println!(
+        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>6}",
+        "length", "seq acc", "token acc", "median it", "nonconverged", "lmax"
+    );
     for v in &evals {
         println!(
             "{:>6} {:>8.4} {:>9.4} {:>10} {:>12} {:>6}",
@@ -620,17 +623,17 @@ fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
         if let Some(n) = v.nonconverged_share {
             fields.push(("nonconverged_share", n));
         }
-        run.log_record("length", step, fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
-            .map_err(e)?;
+        run.log_record("length", step, fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()).map_err(e)?;
     }
-    if let Err(err) = fixpoint::train::fprnn::plot_lengths(run.path(), &format!("{} {}", c.model.name(), c.task.name()), &evals) {
+    if let Err(err) =
+        fixpoint::train::fprnn::plot_lengths(run.path(), &format!("{} {}", c.model.name(), c.task.name()), &evals)
+    {
         run.println(&format!("warning: length plots not drawn: {err}"));
     }
     let summary = fixpoint::train::fprnn::summary_json(&t, &evals, steps_here, wall.elapsed().as_secs_f64(), last_loss);
     println!(
         "longest length with sequence accuracy > 0.9: {}; crossed 0.9 at step {}",
-        summary["longest_len_over_0_9"],
-        summary["crossed_0_9_at_step"]
+        summary["longest_len_over_0_9"], summary["crossed_0_9_at_step"]
     );
     let ck = t.save_state(run.checkpoint(step));
     let line = run.finish(&summary, &ck).map_err(e)?;

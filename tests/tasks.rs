@@ -25,7 +25,7 @@ fn sign(p: &[u8]) -> i32 {
             }
         }
     }
-    if (p.len() - cycles) % 2 == 0 { 1 } else { -1 }
+    if (p.len() - cycles).is_multiple_of(2) { 1 } else { -1 }
 }
 
 #[test]
@@ -238,7 +238,8 @@ fn arithmetic_results_match_an_independent_evaluation() {
 
 #[test]
 fn task_names_and_sizes() {
-    for (name, vocab) in [("a5", 67), ("S5", 127), ("parity", 9), ("z60", 67), ("a4", 19), ("copy", 29), ("arith", 12)] {
+    for (name, vocab) in [("a5", 67), ("S5", 127), ("parity", 9), ("z60", 67), ("a4", 19), ("copy", 29), ("arith", 12)]
+    {
         assert_eq!(Task::parse(name).unwrap().vocab(), vocab, "{name}");
     }
     let e = Task::parse("a6x").unwrap_err().to_string();

@@ -78,7 +78,10 @@ impl Group {
     /// `S_k`: all permutations of `{0..k−1}`, lexicographic.
     pub fn symmetric(k: usize) -> Result<Group> {
         if !(1..=7).contains(&k) {
-            return Err(Error::InvalidArgument { op: "Group::symmetric", message: format!("need 1 <= k <= 7, got {k}") });
+            return Err(Error::InvalidArgument {
+                op: "Group::symmetric",
+                message: format!("need 1 <= k <= 7, got {k}"),
+            });
         }
         Ok(Group::from_perms(format!("S{k}"), permutations(k)))
     }
