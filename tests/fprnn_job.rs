@@ -220,3 +220,17 @@ fn reproduce_quick_reports_state_tracking() {
         }
     }
 }
+
+#[test]
+fn quick_preset_is_the_issue_s() {
+    let c = FprnnConfig::quick(ModelKind::FpRnn);
+    assert_eq!(c.task.name(), "a4");
+    assert_eq!(c.task.train_len(), 16);
+    assert_eq!((c.n_layers, c.d_model, c.d_inner, c.rank, c.batch, c.lmax), (1, 64, 128, 4, 128, 16));
+    assert_eq!((c.lr, c.warmup, c.eval_lmax_factor), (1e-3, 100, 4));
+    assert_eq!(c.eval_lengths, vec![2, 4, 8, 12, 16, 20, 24, 32, 40, 50]);
+    assert_eq!(c.mixer_name(), "householder:4");
+    assert_eq!(FprnnConfig::quick(ModelKind::Diagonal).mixer_name(), "identity");
+    let m = c.model_config();
+    assert_eq!((m.vocab, m.d_inner, m.rank, m.tie_embeddings), (19, 128, 4, true));
+}

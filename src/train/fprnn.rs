@@ -193,7 +193,7 @@ impl FprnnConfig {
 }
 
 /// Steps of the quick preset.
-pub const QUICK_STEPS: usize = 1500;
+pub const QUICK_STEPS: usize = 1200;
 
 /// An f32 as the shortest decimal that reads back to it.
 fn num(x: f32) -> Value {
