@@ -568,11 +568,14 @@ pub fn plot_lengths(dir: &Path, label: &str, evals: &[LengthEval]) -> Result<Vec
         let plot = LinePlot {
             title: format!("{label}: solver iterations vs length"),
             x_label: "length".into(),
-            y_label: "iterations / share".into(),
+            y_label: "iterations / percent".into(),
             log_y: false,
             series: vec![
                 Series { label: "median iterations".into(), points: it },
-                Series { label: "non-converged share".into(), points: pts(&|e| e.nonconverged_share) },
+                Series {
+                    label: "non-converged sequences (%)".into(),
+                    points: pts(&|e| e.nonconverged_share.map(|s| 100.0 * s)),
+                },
             ],
         };
         let p = dir.join("iterations_vs_length.png");
