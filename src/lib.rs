@@ -32,6 +32,7 @@ pub mod rng;
 pub mod run;
 pub mod shape;
 pub mod storage;
+pub mod tasks;
 pub mod tensor;
 pub mod train;
 

@@ -3,6 +3,7 @@
 //! ```text
 //! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
 //! fixpoint dino [--data D] [--student mlp|vit] [--quick] [--json] ...  random-teacher distillation
+//! fixpoint fprnn --task TASK --model MODEL [--quick] ...       Fixed-Point RNN experiments
 //! fixpoint reproduce [--quick] [--json]                       run every job, print a table
 //! ```
 //!
@@ -19,10 +20,14 @@ use fixpoint::data::images::Fit28;
 use fixpoint::data::synthetic_images::EmbeddedConfig;
 use fixpoint::dino::probes::{KnnVote, ProbeResult};
 use fixpoint::dino::{EncoderConfig, MlpEncoderConfig, VitConfig};
+use fixpoint::fpr::ModelKind;
+use fixpoint::tasks::Task;
 use fixpoint::train::dino::{
     DataChoice, DinoHooks, EpochRecord, RunInfo, StepBench, StepInfo, bench_distill_step, train_dino,
 };
-use fixpoint::train::{DinoConfig, DinoReport, MlpConfig, MlpReport, MlpTrainer, train_mlp_with};
+use fixpoint::train::{
+    DinoConfig, DinoReport, FprnnConfig, FprnnTrainer, MlpConfig, MlpReport, MlpTrainer, train_mlp_with,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +52,8 @@ enum Command {
     /// Random-teacher distillation (Sarnthein et al. 2023): a frozen random teacher,
     /// an α-interpolated student, k-NN and linear probes every epoch.
     Dino(Box<DinoArgs>),
+    /// Train a Fixed-Point RNN (or a baseline) on a sequence task and evaluate accuracy vs length.
+    Fprnn(FprnnArgs),
     /// Run every job (the quick presets with --quick) and print a summary table. The
     /// random-teacher member uses real Fashion-MNIST when installed (the embedded set
     /// otherwise): the smoke preset with --quick, the `dino --quick` preset (about
@@ -266,6 +273,84 @@ struct MlpArgs {
 }
 
 #[derive(Args, Debug)]
+struct FprnnArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print one JSON object as the last line of stdout (the same as summary.json).
+    #[arg(long)]
+    json: bool,
+    /// The quick preset: A4, length 16, 1 layer, d 64, D 128, Householder rank 4, batch 128,
+    /// lr 1e-3 (100 warm-up steps, cosine), lmax 16 (other flags override it).
+    #[arg(long)]
+    quick: bool,
+    /// z2 (parity), z60, a4, a5, s5, copy or arith.
+    #[arg(long)]
+    task: Option<String>,
+    /// fp-rnn, diagonal (Q = I), dense-seq, lstm (fp-mamba and mamba: Fixed point II).
+    #[arg(long)]
+    model: Option<String>,
+    /// householder:R (fp-rnn, dense-seq); kronecker and dplr:R come with Fixed point II.
+    #[arg(long)]
+    mixer: Option<String>,
+    /// one-step (implicit and phantom-K come with Fixed point II).
+    #[arg(long)]
+    backward: Option<String>,
+    /// Residual layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// D of the FP blocks (default 2·d_model).
+    #[arg(long)]
+    d_inner: Option<usize>,
+    /// Optimiser steps (at least 1).
+    #[arg(long, allow_hyphen_values = true)]
+    steps: Option<i64>,
+    /// Sequences per step.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long)]
+    final_lr: Option<f32>,
+    /// Linear warm-up steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Gradient-norm clip (0: off).
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Solver iteration cap in training (evaluation uses 4·T).
+    #[arg(long)]
+    lmax: Option<usize>,
+    /// Training length: group elements (word problems), longest string (copy), longest
+    /// sequence (arith).
+    #[arg(long)]
+    train_len: Option<usize>,
+    /// Row length of copy / arith sequences (copy needs at least 2·max + 3).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Evaluation lengths, comma-separated (default: the task's, §5).
+    #[arg(long, value_delimiter = ',')]
+    eval_lengths: Option<Vec<usize>>,
+    /// Held-out sequences per evaluation length.
+    #[arg(long)]
+    eval_count: Option<usize>,
+    /// Validate at the training length every N steps (0: never).
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// Held-out sequences per validation.
+    #[arg(long)]
+    val_count: Option<usize>,
+    /// Seed of initialisation and data.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
 struct ReproduceArgs {
     /// Quick presets (well under a minute in total).
     #[arg(long)]
@@ -464,6 +549,326 @@ fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
         println!("{out}");
     }
     Ok(())
+}
+
+const FP2: &str = "is built (fixpoint::fpr) but not wired into `fixpoint fprnn` yet";
+
+/// Parse `--model`: the kinds of `fpr::ModelKind`; `fp-mamba` and `mamba` are known but
+/// not built yet.
+fn parse_model(s: &str) -> CliResult<ModelKind> {
+    match s {
+        "fp-mamba" | "mamba" => Err(format!("model {s} {FP2}")),
+        _ => ModelKind::parse(s)
+            .map_err(|_| format!("unknown model {s:?} (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm)")),
+    }
+}
+
+/// Apply `--mixer` to a config for `model`.
+fn apply_mixer(c: &mut FprnnConfig, mixer: &str) -> CliResult<()> {
+    let model = c.model;
+    let (kind, arg) = mixer.split_once(':').map_or((mixer, None), |(k, a)| (k, Some(a)));
+    let rank = |a: Option<&str>| -> CliResult<Option<usize>> {
+        a.map(|a| a.parse::<usize>().map_err(|_| format!("bad mixer rank {a:?} in {mixer:?}"))).transpose()
+    };
+    match kind {
+        "householder" | "h" => {
+            if !matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) {
+                return Err(format!("mixer {mixer} is not allowed with model {} (it has no mixer)", model.name()));
+            }
+            match rank(arg)? {
+                Some(0) => Err("the Householder rank must be at least 1".into()),
+                Some(r) => {
+                    c.rank = r;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+        "identity" | "none" if model == ModelKind::Diagonal || (kind == "none" && model == ModelKind::Lstm) => Ok(()),
+        "identity" | "none" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
+        "dplr" if matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) => Err(format!(
+            "mixer {mixer} is not allowed with model {}: DPLR is not contractive (spec §4.4)",
+            model.name()
+        )),
+        "kronecker" | "k" | "dplr" if model == ModelKind::FpRnn => Err(format!("mixer {kind} {FP2}")),
+        "kronecker" | "k" | "dplr" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
+        _ => Err(format!("unknown mixer {mixer:?} (householder:R, kronecker, dplr:R)")),
+    }
+}
+
+fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
+    let model = match (&a.model, a.quick) {
+        (Some(m), _) => parse_model(m)?,
+        (None, true) => ModelKind::FpRnn,
+        (None, false) => return Err("--model is required (fp-rnn, diagonal, dense-seq, lstm) unless --quick".into()),
+    };
+    let mut c = match (&a.task, a.quick) {
+        (None, true) => FprnnConfig::quick(model),
+        (Some(t), quick) => {
+            let task = Task::parse(t).map_err(|e| e.to_string())?;
+            let base = if quick { FprnnConfig::quick(model) } else { FprnnConfig::new(task.clone(), model) };
+            let eval_lengths = task.default_eval_lengths();
+            let lmax = if quick { base.lmax } else { task.train_row_len().clamp(1, 100) };
+            FprnnConfig { eval_lengths, lmax, task, ..base }
+        }
+        (None, false) => return Err("--task is required (z2, z60, a4, a5, s5, copy, arith) unless --quick".into()),
+    };
+    if let Some(b) = &a.backward
+        && b != "one-step"
+    {
+        return Err(if b == "implicit" || b.starts_with("phantom") {
+            format!("backward {b} {FP2}")
+        } else {
+            format!("unknown backward {b:?} (one-step, implicit, phantom-K)")
+        });
+    }
+    if let Some(m) = &a.mixer {
+        apply_mixer(&mut c, m)?;
+    }
+    if let Some(n) = a.train_len {
+        c.task.set_train_len(n).map_err(|e| e.to_string())?;
+        if a.eval_lengths.is_none() {
+            c.eval_lengths = c.task.default_eval_lengths();
+        }
+        if a.lmax.is_none() && !a.quick {
+            c.lmax = c.task.train_row_len().clamp(1, 100);
+        }
+    }
+    if let Some(n) = a.context {
+        c.task.set_context(n).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = a.steps {
+        if v <= 0 {
+            return Err(format!("--steps must be at least 1, got {v}"));
+        }
+        c.steps = v as usize;
+        c.warmup = c.warmup.min(c.steps / 10);
+    }
+    if let Some(v) = a.layers {
+        c.n_layers = v;
+    }
+    if let Some(v) = a.d_model {
+        c.d_model = v;
+        if a.d_inner.is_none() {
+            c.d_inner = 2 * v;
+        }
+    }
+    if let Some(v) = a.d_inner {
+        c.d_inner = v;
+    }
+    if let Some(v) = a.batch {
+        c.batch = v;
+    }
+    if let Some(v) = a.lr {
+        c.lr = v;
+    }
+    if let Some(v) = a.final_lr {
+        c.final_lr = v;
+    }
+    if let Some(v) = a.warmup {
+        c.warmup = v;
+    }
+    if let Some(v) = a.weight_decay {
+        c.weight_decay = v;
+    }
+    if let Some(v) = a.clip {
+        c.clip = (v != 0.0).then_some(v);
+    }
+    if let Some(v) = a.lmax {
+        c.lmax = v;
+    }
+    if let Some(v) = &a.eval_lengths {
+        c.eval_lengths = v.clone();
+    }
+    if let Some(v) = a.eval_count {
+        c.eval_count = v;
+    }
+    if let Some(v) = a.val_every {
+        c.val_every = v;
+    }
+    if let Some(v) = a.val_count {
+        c.val_count = v;
+    }
+    if let Some(v) = a.seed {
+        c.seed = v;
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.prec$}"))
+}
+
+fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
+    let c = fprnn_config(a)?;
+    let mut config = c.to_json();
+    config["preset"] = json!(if a.quick { "quick" } else { "custom" });
+    config["threads"] = json!(rayon::current_num_threads());
+    let wall = std::time::Instant::now();
+    let mut run = Run::start("fprnn", config, c.steps as u64, a.run.options()).map_err(|e| e.to_string())?;
+    let mut t = FprnnTrainer::new(&c).map_err(|e| e.to_string())?;
+    if let Some(ck) = run.take_resumed() {
+        t.restore(&ck).map_err(|e| e.to_string())?;
+        run.println(&format!("resumed at step {}", t.step_index()));
+    }
+    run.println(&format!(
+        "fprnn: task {} (train length {}), model {} ({}), {} params, {} steps of {}",
+        c.task.name(),
+        c.task.train_len(),
+        c.model.name(),
+        c.mixer_name(),
+        t.num_params(),
+        c.steps,
+        c.batch
+    ));
+    let e = |e: fixpoint::Error| e.to_string();
+    let first_step = t.step_index();
+    let mut last_loss = f32::NAN;
+    while !t.done() {
+        let lr = t.lr();
+        let info = t.step().map_err(e)?;
+        last_loss = info.loss;
+        let step = t.step_index() as u64;
+        run.log(
+            step,
+            &[
+                ("loss", info.loss as f64),
+                ("lr", lr as f64),
+                ("token_acc", info.token_acc),
+                ("iterations", info.iterations),
+            ],
+        )
+        .map_err(e)?;
+        if t.val_due() {
+            let v = t.validate().map_err(e)?;
+            let mut fields = vec![("val_seq_acc", v.seq_acc), ("val_token_acc", v.token_acc)];
+            if let Some(i) = v.median_iterations {
+                fields.push(("val_iterations", i));
+            }
+            run.log_eval(step, &fields).map_err(e)?;
+        }
+        if run.checkpoint_due(step) {
+            run.save_checkpoint(&t.save_state(run.checkpoint(step))).map_err(e)?;
+        }
+        if run.interrupted() && !t.done() {
+            let ck = t.save_state(run.checkpoint(step));
+            let code = run.finish_interrupted(&ck).map_err(e)?;
+            std::process::exit(code);
+        }
+    }
+    let steps_here = t.step_index() - first_step;
+    run.println(&format!(
+        "trained {steps_here} steps in {:.1} s: {:.2} steps/s, {:.0} tokens/s; evaluating {} lengths x {} sequences",
+        t.train_seconds(),
+        t.steps_per_s(steps_here),
+        t.tokens_per_s(),
+        c.eval_lengths.len(),
+        c.eval_count
+    ));
+    let evals = t.evaluate().map_err(e)?;
+    let step = t.step_index() as u64;
+    println!(
+        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>6}",
+        "length", "seq acc", "token acc", "median it", "nonconverged", "lmax"
+    );
+    for v in &evals {
+        println!(
+            "{:>6} {:>8.4} {:>9.4} {:>10} {:>12} {:>6}",
+            v.len,
+            v.seq_acc,
+            v.token_acc,
+            fmt_opt(v.median_iterations, 1),
+            fmt_opt(v.nonconverged_share, 4),
+            v.lmax
+        );
+        let mut fields = vec![("eval_len", v.len as f64), ("seq_acc", v.seq_acc), ("token_acc", v.token_acc)];
+        if let Some(i) = v.median_iterations {
+            fields.push(("median_iterations", i));
+        }
+        if let Some(n) = v.nonconverged_share {
+            fields.push(("nonconverged_share", n));
+        }
+        run.log_record("length", step, fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()).map_err(e)?;
+    }
+    if let Err(err) =
+        fixpoint::train::fprnn::plot_lengths(run.path(), &format!("{} {}", c.model.name(), c.task.name()), &evals)
+    {
+        run.println(&format!("warning: length plots not drawn: {err}"));
+    }
+    let summary = fixpoint::train::fprnn::summary_json(&t, &evals, steps_here, wall.elapsed().as_secs_f64(), last_loss);
+    println!(
+        "longest length with sequence accuracy > 0.9: {}; crossed 0.9 at step {}",
+        summary["longest_len_over_0_9"], summary["crossed_0_9_at_step"]
+    );
+    let ck = t.save_state(run.checkpoint(step));
+    let line = run.finish(&summary, &ck).map_err(e)?;
+    if a.json {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// One state-tracking row of `reproduce`: a quick-preset model trained without a run
+/// directory, evaluated at the training length and twice it.
+struct StateRow {
+    model: ModelKind,
+    at_train: f64,
+    at_2x: f64,
+    crossed: Option<usize>,
+    steps: usize,
+    steps_per_s: f64,
+    tokens_per_s: f64,
+    wall_s: f64,
+}
+
+/// `FIXPOINT_REPRO_TINY=1` shrinks the state-tracking part to a few steps and sequences
+/// (for the test suite); the numbers are then meaningless.
+fn state_tracking_config(model: ModelKind) -> FprnnConfig {
+    let mut c = FprnnConfig::quick(model);
+    if std::env::var("FIXPOINT_REPRO_TINY").is_ok_and(|v| !v.is_empty() && v != "0") {
+        c.steps = 3;
+        c.warmup = 1;
+        c.batch = 8;
+        c.eval_count = 8;
+        c.val_every = 0;
+    } else {
+        c.eval_count = 2000;
+    }
+    c
+}
+
+fn run_state_tracking() -> CliResult<(Vec<StateRow>, FprnnConfig, f64)> {
+    let start = std::time::Instant::now();
+    let e = |e: fixpoint::Error| e.to_string();
+    let mut rows = Vec::new();
+    let mut last = None;
+    for model in [ModelKind::FpRnn, ModelKind::Diagonal, ModelKind::Lstm] {
+        let c = state_tracking_config(model);
+        let t0 = std::time::Instant::now();
+        let mut t = FprnnTrainer::new(&c).map_err(e)?;
+        while !t.done() {
+            t.step().map_err(e)?;
+            if t.val_due() {
+                t.validate().map_err(e)?;
+            }
+        }
+        let l = c.task.train_len();
+        let at_train = t.evaluate_at(l, c.eval_count).map_err(e)?.seq_acc;
+        let at_2x = t.evaluate_at(2 * l, c.eval_count).map_err(e)?.seq_acc;
+        rows.push(StateRow {
+            model,
+            at_train,
+            at_2x,
+            crossed: t.crossed_0_9(),
+            steps: t.step_index(),
+            steps_per_s: t.steps_per_s(t.step_index()),
+            tokens_per_s: t.tokens_per_s(),
+            wall_s: t0.elapsed().as_secs_f64(),
+        });
+        last = Some(c);
+    }
+    Ok((rows, last.expect("three models"), start.elapsed().as_secs_f64()))
 }
 
 fn cmd_runs(c: &RunsCommand) -> CliResult<()> {
@@ -920,8 +1325,59 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
         dr.epochs,
         dr.wall_s
     );
+    let (rows, sc, st_wall) = run_state_tracking()?;
+    let l = sc.task.train_len();
+    println!();
+    println!(
+        "state tracking: {} word problems, train length {l}, {} steps each, {} held-out sequences per length",
+        sc.task.name(),
+        sc.steps,
+        sc.eval_count
+    );
+    println!(
+        "{:<9} {:>12} {:>12} {:>15} {:>8} {:>9} {:>8}",
+        "model",
+        format!("seq acc @{l}"),
+        format!("seq acc @{}", 2 * l),
+        "0.9 at step",
+        "steps/s",
+        "tokens/s",
+        "wall s"
+    );
+    let mut members = serde_json::Map::new();
+    for r in &rows {
+        println!(
+            "{:<9} {:>12.4} {:>12.4} {:>15} {:>8.2} {:>9.0} {:>8.1}",
+            r.model.name(),
+            r.at_train,
+            r.at_2x,
+            r.crossed.map_or("-".into(), |s| s.to_string()),
+            r.steps_per_s,
+            r.tokens_per_s,
+            r.wall_s
+        );
+        members.insert(
+            r.model.name().replace('-', "_"),
+            json!({
+                "seq_acc_at_train": r.at_train,
+                "seq_acc_at_2x": r.at_2x,
+                "crossed_0_9_at_step": r.crossed,
+                "steps": r.steps,
+                "steps_per_s": r.steps_per_s,
+                "tokens_per_s": r.tokens_per_s,
+                "wall_s": r.wall_s,
+            }),
+        );
+    }
+    let mut st = json!({ "task": sc.task.name(), "train_length": l, "wall_s": st_wall, "eval_count": sc.eval_count });
+    for (k, v) in members {
+        st[k] = v;
+    }
     if a.json {
-        println!("{}", json!({ "mlp": mlp_json(&c, Some(&r), preset), "random_teacher": dino_json(&dc, &dr, preset) }));
+        println!(
+            "{}",
+            json!({ "mlp": mlp_json(&c, Some(&r), preset), "random_teacher": dino_json(&dc, &dr, preset), "state_tracking": st })
+        );
     }
     Ok(())
 }
@@ -980,7 +1436,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-                eprintln!("error: no subcommand given (mlp, dino, reproduce, bench, runs); see `fixpoint --help`");
+                eprintln!(
+                    "error: no subcommand given (mlp, fprnn, dino, reproduce, bench, runs); see `fixpoint --help`"
+                );
                 return ExitCode::from(2);
             }
             _ => {
@@ -1000,6 +1458,7 @@ fn main() -> ExitCode {
     let result = fixpoint::cpu::par::with_threads(threads, || match &cli.command {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Dino(a) => cmd_dino(a),
+        Command::Fprnn(a) => cmd_fprnn(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),

@@ -77,6 +77,8 @@ fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fixpoint"))
         .args(args)
         .current_dir(std::env::temp_dir())
+        // reproduce: a tiny state-tracking part (its real run takes minutes; tests/fprnn_job.rs).
+        .env("FIXPOINT_REPRO_TINY", "1")
         .output()
         .expect("run the binary");
     (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())

@@ -1,0 +1,586 @@
+//! The Fixed-Point RNN experiments (spec `fixed-point-rnn.md` §5–§7): train an
+//! [`FpModel`] on a [`Task`] generated online, then evaluate accuracy against length.
+//!
+//! [`FprnnTrainer`] is a state machine like [`MlpTrainer`](super::MlpTrainer): one
+//! [`FprnnTrainer::step`] at a time, so that a driver can log, checkpoint and stop in
+//! between. Nothing here prints.
+
+use crate::autograd::no_grad;
+use crate::error::{Error, Result};
+use crate::fpr::{FpModel, Lmax, ModelConfig, ModelKind};
+use crate::nn::{Module, num_params};
+use crate::ops::fused::CrossEntropyOpts;
+use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroup, clip_grad_norm};
+use crate::rng::Rng;
+use crate::run::Checkpoint;
+use crate::run::plot::{self, LinePlot, Series};
+use crate::tasks::{Batch, Task};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that determines a run. Equal configs give bit-identical losses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FprnnConfig {
+    pub task: Task,
+    /// `fp-rnn`, `diagonal`, `dense-seq` or `lstm`.
+    pub model: ModelKind,
+    /// Householder rank `r` (fp-rnn, dense-seq).
+    pub rank: usize,
+    pub n_layers: usize,
+    pub d_model: usize,
+    /// `D` of the FP blocks.
+    pub d_inner: usize,
+    /// `ℓ_max` in training.
+    pub lmax: usize,
+    /// Evaluation `ℓ_max = eval_lmax_factor · T` (T: the evaluated row length).
+    pub eval_lmax_factor: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub final_lr: f32,
+    pub warmup: usize,
+    /// AdamW weight decay (not on biases and norm weights).
+    pub weight_decay: f32,
+    pub clip: Option<f32>,
+    /// Seeds initialisation (`"init"`), training data (`"data"`) and held-out data (`"eval"`).
+    pub seed: u64,
+    pub eval_lengths: Vec<usize>,
+    /// Held-out sequences per evaluation length.
+    pub eval_count: usize,
+    /// Rows per evaluation forward pass.
+    pub eval_batch: usize,
+    /// Every this many steps, the sequence accuracy on `val_count` held-out sequences at the
+    /// training length (0: never).
+    pub val_every: usize,
+    pub val_count: usize,
+}
+
+impl FprnnConfig {
+    /// Defaults for a task: 1 layer, d 64, D 128, Householder rank 4, batch 128, AdamW
+    /// lr 1e-3 (100 warm-up steps, cosine to 0), wd 0.01, clip 1, `ℓ_max` = training length.
+    pub fn new(task: Task, model: ModelKind) -> FprnnConfig {
+        let lmax = task.train_row_len().clamp(1, 100);
+        let eval_lengths = task.default_eval_lengths();
+        FprnnConfig {
+            task,
+            model,
+            rank: 4,
+            n_layers: 1,
+            d_model: 64,
+            d_inner: 128,
+            lmax,
+            eval_lmax_factor: 4,
+            steps: 2000,
+            batch: 128,
+            lr: 1e-3,
+            final_lr: 0.0,
+            warmup: 100,
+            weight_decay: 0.01,
+            clip: Some(1.0),
+            seed: 0,
+            eval_lengths,
+            eval_count: 1000,
+            eval_batch: 250,
+            val_every: 100,
+            val_count: 256,
+        }
+    }
+
+    /// The `--quick` preset (issue 8): A4, training length 16, 1 layer, d 64, D 128,
+    /// Householder rank 4, batch 128, AdamW lr 1e-3 with 100 warm-up steps then cosine,
+    /// `ℓ_max` 16; [`QUICK_STEPS`] steps.
+    pub fn quick(model: ModelKind) -> FprnnConfig {
+        let task = Task::parse("a4").expect("a4 is a task");
+        FprnnConfig { steps: QUICK_STEPS, lmax: 16, ..FprnnConfig::new(task, model) }
+    }
+
+    /// The model this configuration trains.
+    pub fn model_config(&self) -> ModelConfig {
+        let mut m = ModelConfig::new(self.model, self.task.vocab(), self.n_layers, self.d_model);
+        m.d_inner = self.d_inner;
+        m.rank = self.rank;
+        m.seed = self.seed;
+        m.solver_seed = self.seed;
+        m.solver.lmax = Lmax::Fixed(self.lmax);
+        // The arithmetic configs untie the head (§4.1).
+        m.tie_embeddings = !matches!(self.task, Task::Arith(_));
+        m
+    }
+
+    /// Reject settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::InvalidArgument { op: "fprnn config", message });
+        if self.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if self.batch == 0 || self.eval_batch == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if self.n_layers == 0 || self.d_model == 0 || self.d_inner == 0 {
+            return bad(format!(
+                "layers {}, d_model {} and d_inner {} must be positive",
+                self.n_layers, self.d_model, self.d_inner
+            ));
+        }
+        if matches!(self.model, ModelKind::FpRnn | ModelKind::DenseSeq) && self.rank == 0 {
+            return bad("the Householder rank must be at least 1".into());
+        }
+        if self.rank > self.d_inner {
+            return bad(format!("Householder rank {} exceeds d_inner {}", self.rank, self.d_inner));
+        }
+        if self.lmax == 0 || self.eval_lmax_factor == 0 {
+            return bad("lmax and the evaluation lmax factor must be at least 1".into());
+        }
+        if self.warmup > self.steps {
+            return bad(format!("warmup steps {} exceed steps {}", self.warmup, self.steps));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.final_lr.is_finite() && self.final_lr >= 0.0) {
+            return bad(format!("need lr > 0 and final lr >= 0, got {} and {}", self.lr, self.final_lr));
+        }
+        if let Some(c) = self.clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return bad(format!("clip norm must be > 0, got {c}"));
+        }
+        if self.eval_count == 0 {
+            return bad("the evaluation count must be at least 1".into());
+        }
+        for &l in &self.eval_lengths {
+            self.task.check_eval_length(l)?;
+        }
+        self.model_config().validate()
+    }
+
+    /// The configuration as JSON (for `config.json` and summaries).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "task": self.task.name(),
+            "model": self.model.name(),
+            "mixer": self.mixer_name(),
+            "backward": "one-step",
+            "train_length": self.task.train_len(),
+            "row_length": self.task.train_row_len(),
+            "vocab": self.task.vocab(),
+            "layers": self.n_layers,
+            "d_model": self.d_model,
+            "d_inner": self.d_inner,
+            "lmax": self.lmax,
+            "eval_lmax": format!("{}*T", self.eval_lmax_factor),
+            "steps": self.steps,
+            "batch": self.batch,
+            "lr": num(self.lr),
+            "final_lr": num(self.final_lr),
+            "warmup": self.warmup,
+            "weight_decay": num(self.weight_decay),
+            "clip": self.clip.map(num),
+            "seed": self.seed,
+            "eval_lengths": self.eval_lengths,
+            "eval_count": self.eval_count,
+            "val_every": self.val_every,
+            "val_count": self.val_count,
+        })
+    }
+
+    /// `householder:R`, `identity` or `none` (LSTM).
+    pub fn mixer_name(&self) -> String {
+        match self.model {
+            ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba => format!("householder:{}", self.rank),
+            ModelKind::Diagonal | ModelKind::Mamba => "identity".into(),
+            ModelKind::Lstm => "none".into(),
+        }
+    }
+}
+
+/// Steps of the quick preset.
+pub const QUICK_STEPS: usize = 1200;
+
+/// An f32 as the shortest decimal that reads back to it.
+fn num(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    let v: f64 = format!("{x}").parse().unwrap_or(f64::NAN);
+    json!(v)
+}
+
+/// What one training step reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepInfo {
+    pub loss: f32,
+    /// Fraction of supervised positions predicted right (argmax), on the training batch.
+    pub token_acc: f64,
+    /// Median per-sample iterations of the solver (max over layers); 0 for the LSTM.
+    pub iterations: f64,
+}
+
+/// Accuracy at one evaluation length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LengthEval {
+    pub len: usize,
+    pub count: usize,
+    /// Sequences whose every supervised position is argmax-correct.
+    pub seq_acc: f64,
+    pub token_acc: f64,
+    /// Median of the per-sample iteration counts (max over layers); None for the LSTM.
+    pub median_iterations: Option<f64>,
+    /// Share of sequences whose best residual stayed at or above the threshold in some
+    /// layer within the evaluation `ℓ_max`; None for the LSTM.
+    pub nonconverged_share: Option<f64>,
+    pub lmax: usize,
+}
+
+/// Median of a list (mean of the middle two for even counts).
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+/// Per-row correctness of `logits` against `batch`: (all supervised right, right, supervised).
+fn score(logits: &crate::Tensor, batch: &Batch) -> Result<Vec<(bool, usize, usize)>> {
+    let pred = logits.argmax_indices(-1)?;
+    let [b, t] = batch.shape;
+    Ok((0..b)
+        .map(|r| {
+            let (mut right, mut sup) = (0, 0);
+            for i in r * t..(r + 1) * t {
+                if batch.targets[i] != batch.ignore {
+                    sup += 1;
+                    right += usize::from(pred[i] == batch.targets[i]);
+                }
+            }
+            (right == sup, right, sup)
+        })
+        .collect())
+}
+
+/// The FP-RNN job, one step at a time.
+pub struct FprnnTrainer {
+    cfg: FprnnConfig,
+    model: FpModel,
+    opt: AdamW,
+    schedule: LrSchedule,
+    data: Rng,
+    step: usize,
+    tokens: u64,
+    train_seconds: f64,
+    /// First validation step whose sequence accuracy reached 0.9.
+    crossed: Option<usize>,
+}
+
+impl FprnnTrainer {
+    pub fn new(cfg: &FprnnConfig) -> Result<FprnnTrainer> {
+        cfg.validate()?;
+        let model = FpModel::new(cfg.model_config())?;
+        let no_decay = ParamGroup::predicate(
+            |n: &str| n.ends_with("bias") || n.ends_with("norm.weight") || n.starts_with("norm_f."),
+            0.0,
+            1.0,
+        );
+        let opt = AdamW::with_groups(
+            AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() },
+            vec![no_decay],
+        )?;
+        let last = cfg.steps - 1;
+        let schedule = LrSchedule::warmup_cosine(cfg.lr, cfg.warmup.min(last), last, cfg.final_lr)?;
+        Ok(FprnnTrainer {
+            cfg: cfg.clone(),
+            model,
+            opt,
+            schedule,
+            data: Rng::new(cfg.seed).stream("data"),
+            step: 0,
+            tokens: 0,
+            train_seconds: 0.0,
+            crossed: None,
+        })
+    }
+
+    pub fn config(&self) -> &FprnnConfig {
+        &self.cfg
+    }
+    pub fn model(&self) -> &FpModel {
+        &self.model
+    }
+    pub fn step_index(&self) -> usize {
+        self.step
+    }
+    pub fn done(&self) -> bool {
+        self.step >= self.cfg.steps
+    }
+    pub fn lr(&self) -> f32 {
+        self.schedule.lr_at(self.step)
+    }
+    pub fn num_params(&self) -> usize {
+        num_params(&self.model)
+    }
+    /// Seconds spent in training steps (in this process).
+    pub fn train_seconds(&self) -> f64 {
+        self.train_seconds
+    }
+    /// Training tokens processed per second of training steps (in this process).
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.train_seconds.max(1e-9)
+    }
+    pub fn steps_per_s(&self, steps_here: usize) -> f64 {
+        steps_here as f64 / self.train_seconds.max(1e-9)
+    }
+    /// The first validation step at which the held-out sequence accuracy at the
+    /// training length reached 0.9.
+    pub fn crossed_0_9(&self) -> Option<usize> {
+        self.crossed
+    }
+    /// Whether validation is due after the step just taken.
+    pub fn val_due(&self) -> bool {
+        self.cfg.val_every > 0 && self.step > 0 && (self.step.is_multiple_of(self.cfg.val_every) || self.done())
+    }
+
+    /// One optimisation step on a fresh batch.
+    pub fn step(&mut self) -> Result<StepInfo> {
+        let t0 = Instant::now();
+        let batch = self.cfg.task.train_batch(self.cfg.batch, &mut self.data);
+        let logits = self.model.forward(&batch.tokens, batch.shape)?;
+        let v = self.cfg.task.vocab();
+        let flat = logits.reshape(&[batch.shape[0] * batch.shape[1], v])?;
+        let opts = CrossEntropyOpts { ignore_index: Some(batch.ignore), ..CrossEntropyOpts::default() };
+        let loss = flat.cross_entropy(&batch.targets, opts)?;
+        let l = loss.item()?;
+        if !l.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "fprnn",
+                message: format!("loss became {l} at step {}; lower the learning rate", self.step),
+            });
+        }
+        let rows = no_grad(|| score(&logits.detach(), &batch))?;
+        let (right, sup) = rows.iter().fold((0, 0), |(a, b), r| (a + r.1, b + r.2));
+        let mut iters: Vec<f64> = self.sample_iterations().into_iter().map(|i| i as f64).collect();
+        self.model.zero_grad();
+        loss.backward()?;
+        drop((loss, flat, logits));
+        if let Some(c) = self.cfg.clip {
+            clip_grad_norm(&self.model, c)?;
+        }
+        self.opt.step(&mut self.model, self.schedule.lr_at(self.step))?;
+        self.step += 1;
+        self.tokens += (batch.shape[0] * batch.shape[1]) as u64;
+        self.train_seconds += t0.elapsed().as_secs_f64();
+        Ok(StepInfo {
+            loss: l,
+            token_acc: right as f64 / sup.max(1) as f64,
+            iterations: if iters.is_empty() { 0.0 } else { median(&mut iters) },
+        })
+    }
+
+    /// Per sample of the last forward pass: the iterations it needed (max over layers).
+    fn sample_iterations(&self) -> Vec<usize> {
+        let stats = self.model.last_stats();
+        let Some(first) = stats.first() else { return Vec::new() };
+        (0..first.sample_iterations.len())
+            .map(|b| stats.iter().map(|s| s.sample_iterations.get(b).copied().unwrap_or(0)).max().unwrap_or(0))
+            .collect()
+    }
+
+    /// A copy of the current model in evaluation mode with `eval_lmax = lmax`.
+    fn eval_model(&self, lmax: usize) -> Result<FpModel> {
+        let mut mc = self.model.config().clone();
+        mc.solver.eval_lmax = lmax;
+        let mut m = FpModel::new(mc)?;
+        let src: std::collections::HashMap<String, &crate::Tensor> = self.model.params().into_iter().collect();
+        for (name, p) in m.params_mut() {
+            let s = src.get(&name).ok_or_else(|| Error::InvalidArgument {
+                op: "fprnn eval",
+                message: format!("parameter {name} missing"),
+            })?;
+            p.assign(&s.detach())?;
+        }
+        m.train(false);
+        Ok(m)
+    }
+
+    /// Accuracy of `count` held-out sequences at length `len` (the same sequences for
+    /// every call with the same seed and length), with `ℓ_max = factor · T`.
+    pub fn evaluate_at(&self, len: usize, count: usize) -> Result<LengthEval> {
+        self.cfg.task.check_eval_length(len)?;
+        let mut rng = Rng::new(self.cfg.seed).stream("eval").stream(&format!("len-{len}"));
+        let mut lmax = 0;
+        let mut model: Option<FpModel> = None;
+        let (mut seq_right, mut right, mut sup, mut nonconv) = (0usize, 0usize, 0usize, 0usize);
+        let mut iters = Vec::with_capacity(count);
+        let mut done = 0;
+        let fp = self.cfg.model != ModelKind::Lstm;
+        while done < count {
+            let b = self.cfg.eval_batch.min(count - done);
+            let batch = self.cfg.task.eval_batch(b, len, &mut rng);
+            let want = self.cfg.eval_lmax_factor * batch.shape[1];
+            if model.is_none() || want != lmax {
+                lmax = want;
+                model = Some(self.eval_model(lmax)?);
+            }
+            let m = model.as_ref().expect("built above");
+            let rows = no_grad(|| -> Result<_> {
+                let logits = m.forward(&batch.tokens, batch.shape)?;
+                score(&logits, &batch)
+            })?;
+            for r in &rows {
+                seq_right += usize::from(r.0);
+                right += r.1;
+                sup += r.2;
+            }
+            if fp {
+                let stats = m.last_stats();
+                let threshold = m.config().solver.threshold;
+                for i in 0..b {
+                    let mut it = 0;
+                    let mut ok = true;
+                    for s in &stats {
+                        it = it.max(s.sample_iterations.get(i).copied().unwrap_or(0));
+                        ok &= s.residual.get(i).is_some_and(|&r| r < threshold);
+                    }
+                    iters.push(it as f64);
+                    nonconv += usize::from(!ok);
+                }
+            }
+            done += b;
+        }
+        Ok(LengthEval {
+            len,
+            count,
+            seq_acc: seq_right as f64 / count as f64,
+            token_acc: right as f64 / sup.max(1) as f64,
+            median_iterations: fp.then(|| median(&mut iters)),
+            nonconverged_share: fp.then(|| nonconv as f64 / count as f64),
+            lmax,
+        })
+    }
+
+    /// Sequence accuracy at the training length on `val_count` held-out sequences; records
+    /// the first step at which it reached 0.9.
+    pub fn validate(&mut self) -> Result<LengthEval> {
+        let e = self.evaluate_at(self.cfg.task.train_len(), self.cfg.val_count.max(1))?;
+        if e.seq_acc >= 0.9 && self.crossed.is_none() {
+            self.crossed = Some(self.step);
+        }
+        Ok(e)
+    }
+
+    /// [`FprnnTrainer::evaluate_at`] for every configured length.
+    pub fn evaluate(&self) -> Result<Vec<LengthEval>> {
+        self.cfg.eval_lengths.iter().map(|&l| self.evaluate_at(l, self.cfg.eval_count)).collect()
+    }
+
+    /// Parameters, optimiser state, the data stream and the counters.
+    pub fn save_state(&self, mut ckpt: Checkpoint) -> Checkpoint {
+        for (name, p) in self.model.params() {
+            ckpt = ckpt.with_param(name, p);
+        }
+        for (name, t) in self.opt.state_tensors() {
+            ckpt = ckpt.with_optim(name, &t);
+        }
+        ckpt = ckpt.with_rng("data", &self.data).with_cursor(self.tokens);
+        if let Some(c) = self.crossed {
+            ckpt = ckpt.with_meta("crossed_0_9", c.to_string());
+        }
+        ckpt
+    }
+
+    /// Continue from a checkpoint of [`FprnnTrainer::save_state`] for the same config.
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        for (name, p) in self.model.params_mut() {
+            p.assign(ckpt.param(&name)?)?;
+        }
+        self.opt.load_state_tensors(&ckpt.optim)?;
+        self.data = ckpt.rng("data")?;
+        self.tokens = 0;
+        self.step = ckpt.step as usize;
+        self.crossed = ckpt.meta("crossed_0_9").ok().and_then(|s| s.parse().ok());
+        Ok(())
+    }
+}
+
+/// `{ "len": value }` for the by-length summary fields.
+fn by_length(evals: &[LengthEval], f: impl Fn(&LengthEval) -> Option<f64>) -> Value {
+    let mut m = Map::new();
+    for e in evals {
+        m.insert(e.len.to_string(), f(e).filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v)));
+    }
+    Value::Object(m)
+}
+
+/// The longest evaluated length with sequence accuracy above 0.9 (None if none).
+pub fn longest_over_0_9(evals: &[LengthEval]) -> Option<usize> {
+    evals.iter().filter(|e| e.seq_acc > 0.9).map(|e| e.len).max()
+}
+
+/// The summary fields of issue 8 (plus throughput and the 0.9 crossing).
+#[allow(clippy::too_many_arguments)]
+pub fn summary_json(t: &FprnnTrainer, evals: &[LengthEval], steps_here: usize, wall_s: f64, final_loss: f32) -> Value {
+    let c = t.config();
+    json!({
+        "task": c.task.name(),
+        "model": c.model.name(),
+        "mixer": c.mixer_name(),
+        "backward": "one-step",
+        "seed": c.seed,
+        "steps": t.step_index(),
+        "train_length": c.task.train_len(),
+        "wall_s": wall_s,
+        "train_s": t.train_seconds(),
+        "steps_per_s": t.steps_per_s(steps_here),
+        "tokens_per_s": t.tokens_per_s(),
+        "num_params": t.num_params(),
+        "final_loss": num(final_loss),
+        "crossed_0_9_at_step": t.crossed_0_9(),
+        "seq_acc_by_length": by_length(evals, |e| Some(e.seq_acc)),
+        "token_acc_by_length": by_length(evals, |e| Some(e.token_acc)),
+        "longest_len_over_0_9": longest_over_0_9(evals),
+        "median_iterations_by_length": by_length(evals, |e| e.median_iterations),
+        "nonconverged_share_by_length": by_length(evals, |e| e.nonconverged_share),
+        "eval_count": c.eval_count,
+        "eval_lmax_factor": c.eval_lmax_factor,
+    })
+}
+
+/// Draw `accuracy_vs_length.png` and (for FP models) `iterations_vs_length.png` in `dir`.
+pub fn plot_lengths(dir: &Path, label: &str, evals: &[LengthEval]) -> Result<Vec<PathBuf>> {
+    let pts = |f: &dyn Fn(&LengthEval) -> Option<f64>| -> Vec<(f64, f64)> {
+        evals.iter().filter_map(|e| f(e).map(|v| (e.len as f64, v))).collect()
+    };
+    let mut out = Vec::new();
+    let acc = LinePlot {
+        title: format!("{label}: accuracy vs length"),
+        x_label: "length".into(),
+        y_label: "accuracy".into(),
+        log_y: false,
+        series: vec![
+            Series { label: "sequence accuracy".into(), points: pts(&|e| Some(e.seq_acc)) },
+            Series { label: "token accuracy".into(), points: pts(&|e| Some(e.token_acc)) },
+        ],
+    };
+    let p = dir.join("accuracy_vs_length.png");
+    plot::lines(&p, &acc)?;
+    out.push(p);
+    let it = pts(&|e| e.median_iterations);
+    if !it.is_empty() {
+        let plot = LinePlot {
+            title: format!("{label}: solver iterations vs length"),
+            x_label: "length".into(),
+            y_label: "iterations / percent".into(),
+            log_y: false,
+            series: vec![
+                Series { label: "median iterations".into(), points: it },
+                Series {
+                    label: "non-converged sequences (%)".into(),
+                    points: pts(&|e| e.nonconverged_share.map(|s| 100.0 * s)),
+                },
+            ],
+        };
+        let p = dir.join("iterations_vs_length.png");
+        plot::lines(&p, &plot)?;
+        out.push(p);
+    }
+    Ok(out)
+}
