@@ -352,7 +352,9 @@ struct FprnnArgs {
 
 #[derive(Args, Debug)]
 struct ReproduceArgs {
-    /// Quick presets (well under a minute in total).
+    /// Quick presets: the mlp in seconds, then the state-tracking part (the A4 quick preset
+    /// for fp-rnn, diagonal and lstm; minutes). FIXPOINT_REPRO_TINY=1 shrinks the latter to a
+    /// few steps (for tests).
     #[arg(long)]
     quick: bool,
     /// Print one JSON object as the last line of stdout.
