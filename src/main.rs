@@ -14,7 +14,7 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use fixpoint::bench::cli::{BenchScanArgs, bench_scan_cli};
 use fixpoint::nn::Activation;
-use fixpoint::run::{Run, RunArgs};
+use fixpoint::run::{Run, RunArgs, json_f32 as num};
 
 use fixpoint::data::images::Fit28;
 use fixpoint::data::synthetic_images::EmbeddedConfig;
@@ -218,6 +218,46 @@ struct DinoArgs {
     bench_steps: Option<usize>,
 }
 
+/// Optimiser flags shared by the training commands (each overrides the preset).
+#[derive(Args, Debug)]
+struct OptimArgs {
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long)]
+    final_lr: Option<f32>,
+    /// Linear warm-up steps (default: the preset's, at most a tenth of --steps).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// AdamW weight decay (weights only).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Global gradient-norm clip (0 turns clipping off).
+    #[arg(long)]
+    clip: Option<f32>,
+}
+
+impl OptimArgs {
+    fn apply(&self, lr: &mut f32, final_lr: &mut f32, warmup: &mut usize, wd: &mut f32, clip: &mut Option<f32>) {
+        if let Some(v) = self.lr {
+            *lr = v;
+        }
+        if let Some(v) = self.final_lr {
+            *final_lr = v;
+        }
+        if let Some(v) = self.warmup {
+            *warmup = v;
+        }
+        if let Some(v) = self.weight_decay {
+            *wd = v;
+        }
+        if let Some(v) = self.clip {
+            *clip = (v != 0.0).then_some(v);
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct MlpArgs {
     #[command(flatten)]
@@ -243,21 +283,8 @@ struct MlpArgs {
     /// relu, gelu, gelu_tanh, silu or tanh.
     #[arg(long)]
     activation: Option<String>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f32>,
-    /// Learning rate at the end of the cosine decay.
-    #[arg(long)]
-    final_lr: Option<f32>,
-    /// Linear warmup steps (default: the preset's, at most a tenth of --steps).
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// AdamW weight decay (weights only).
-    #[arg(long)]
-    weight_decay: Option<f32>,
-    /// Global gradient-norm clip (0 turns clipping off).
-    #[arg(long)]
-    clip: Option<f32>,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Spiral arms (classes).
     #[arg(long)]
     classes: Option<usize>,
@@ -309,20 +336,8 @@ struct FprnnArgs {
     /// Sequences per step.
     #[arg(long)]
     batch: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f32>,
-    /// Learning rate at the end of the cosine decay.
-    #[arg(long)]
-    final_lr: Option<f32>,
-    /// Linear warm-up steps.
-    #[arg(long)]
-    warmup: Option<usize>,
-    #[arg(long)]
-    weight_decay: Option<f32>,
-    /// Gradient-norm clip (0: off).
-    #[arg(long)]
-    clip: Option<f32>,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Solver iteration cap in training (evaluation uses 4·T).
     #[arg(long)]
     lmax: Option<usize>,
@@ -383,21 +398,7 @@ fn mlp_config(a: &MlpArgs) -> CliResult<MlpConfig> {
     if let Some(v) = &a.activation {
         c.activation = Activation::parse(v).map_err(|e| e.to_string())?;
     }
-    if let Some(v) = a.lr {
-        c.lr = v;
-    }
-    if let Some(v) = a.final_lr {
-        c.final_lr = v;
-    }
-    if let Some(v) = a.warmup {
-        c.warmup_steps = v;
-    }
-    if let Some(v) = a.weight_decay {
-        c.weight_decay = v;
-    }
-    if let Some(v) = a.clip {
-        c.clip_norm = (v != 0.0).then_some(v);
-    }
+    a.optim.apply(&mut c.lr, &mut c.final_lr, &mut c.warmup_steps, &mut c.weight_decay, &mut c.clip_norm);
     if let Some(v) = a.classes {
         c.data.classes = v;
     }
@@ -412,15 +413,6 @@ fn mlp_config(a: &MlpArgs) -> CliResult<MlpConfig> {
     }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
-}
-
-/// An f32 as the shortest decimal that reads back to it (not its f64 expansion).
-fn num(x: f32) -> Value {
-    if !x.is_finite() {
-        return Value::Null;
-    }
-    let v: f64 = format!("{x}").parse().expect("f32 display parses");
-    json!(v)
 }
 
 fn mlp_json(c: &MlpConfig, r: Option<&MlpReport>, preset: &str) -> Value {
@@ -661,21 +653,7 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
     if let Some(v) = a.batch {
         c.batch = v;
     }
-    if let Some(v) = a.lr {
-        c.lr = v;
-    }
-    if let Some(v) = a.final_lr {
-        c.final_lr = v;
-    }
-    if let Some(v) = a.warmup {
-        c.warmup = v;
-    }
-    if let Some(v) = a.weight_decay {
-        c.weight_decay = v;
-    }
-    if let Some(v) = a.clip {
-        c.clip = (v != 0.0).then_some(v);
-    }
+    a.optim.apply(&mut c.lr, &mut c.final_lr, &mut c.warmup, &mut c.weight_decay, &mut c.clip);
     if let Some(v) = a.lmax {
         c.lmax = v;
     }

@@ -63,6 +63,16 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// An f32 as JSON: the shortest decimal that reads back to the same f32 (not its f64
+/// expansion, 0.1f32 is written 0.1), and `null` for NaN and infinities.
+pub fn json_f32(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    let v: f64 = format!("{x}").parse().unwrap_or(f64::NAN);
+    serde_json::json!(v)
+}
+
 /// The harness's command-line options, to `#[command(flatten)]` into every training
 /// command.
 #[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]

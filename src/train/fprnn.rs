@@ -195,14 +195,7 @@ impl FprnnConfig {
 /// Steps of the quick preset.
 pub const QUICK_STEPS: usize = 1200;
 
-/// An f32 as the shortest decimal that reads back to it.
-fn num(x: f32) -> Value {
-    if !x.is_finite() {
-        return Value::Null;
-    }
-    let v: f64 = format!("{x}").parse().unwrap_or(f64::NAN);
-    json!(v)
-}
+use crate::run::json_f32 as num;
 
 /// What one training step reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
