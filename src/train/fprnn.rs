@@ -132,17 +132,7 @@ impl FprnnConfig {
         if self.lmax == 0 || self.eval_lmax_factor == 0 {
             return bad("lmax and the evaluation lmax factor must be at least 1".into());
         }
-        if self.warmup > self.steps {
-            return bad(format!("warmup steps {} exceed steps {}", self.warmup, self.steps));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.final_lr.is_finite() && self.final_lr >= 0.0) {
-            return bad(format!("need lr > 0 and final lr >= 0, got {} and {}", self.lr, self.final_lr));
-        }
-        if let Some(c) = self.clip
-            && !(c.is_finite() && c > 0.0)
-        {
-            return bad(format!("clip norm must be > 0, got {c}"));
-        }
+        super::validate_schedule("fprnn config", self.steps, self.warmup, self.lr, self.final_lr, self.clip)?;
         if self.eval_count == 0 {
             return bad("the evaluation count must be at least 1".into());
         }

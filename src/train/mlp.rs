@@ -70,17 +70,7 @@ impl MlpConfig {
         if self.hidden.contains(&0) {
             return bad(format!("hidden sizes must be positive, got {:?}", self.hidden));
         }
-        if self.warmup_steps > self.steps {
-            return bad(format!("warmup steps {} exceed steps {}", self.warmup_steps, self.steps));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.final_lr.is_finite() && self.final_lr >= 0.0) {
-            return bad(format!("need lr > 0 and final lr >= 0, got {} and {}", self.lr, self.final_lr));
-        }
-        if let Some(c) = self.clip_norm
-            && !(c.is_finite() && c > 0.0)
-        {
-            return bad(format!("clip norm must be > 0, got {c}"));
-        }
+        super::validate_schedule("mlp config", self.steps, self.warmup_steps, self.lr, self.final_lr, self.clip_norm)?;
         Ok(())
     }
 }
