@@ -19,7 +19,7 @@
 //! same, so the two differ only in how the fixed point is found.
 
 use super::core::FpCore;
-use super::implicit::{AdjointSink, AdjointStats, VjpFn, check_implicit, implicit_grad};
+use super::implicit::{AdjointSink, AdjointStats, check_implicit};
 use super::mixer::{Mixer, MixerInput, MixerKind, zero_bias};
 use super::solver::{SolveRun, SolveStats, SolverConfig};
 use crate::autograd::no_grad;
@@ -398,34 +398,8 @@ impl FpRnnBlock {
     /// of [`BlockConfig::backward`]: one step, `K` steps, or one step under the implicit
     /// adjoint op.
     pub fn recorded_state(&self, inp: &BlockInputs, h_star: &Tensor) -> Result<Tensor> {
-        let h_star = h_star.detach();
-        match self.cfg.backward {
-            BackwardMode::OneStep => self.step(inp, &h_star),
-            BackwardMode::Phantom(k) => {
-                let mut h = h_star;
-                for _ in 0..k.max(1) {
-                    h = self.step(inp, &h)?;
-                }
-                Ok(h)
-            }
-            BackwardMode::Implicit { tol, max_iter } => {
-                let out = self.step(inp, &h_star)?;
-                if !out.requires_grad() {
-                    return Ok(out);
-                }
-                let frozen = self.frozen();
-                let inp_d = inp.detached();
-                let vjp: VjpFn = Arc::new(move |w: &Tensor| {
-                    let hv = h_star.detach().requires_grad_();
-                    let y = frozen.step(&inp_d, &hv)?;
-                    if y.requires_grad() {
-                        y.backward_with(w)?;
-                    }
-                    Ok(hv.grad().unwrap_or_else(|| Tensor::zeros(hv.shape())))
-                });
-                implicit_grad(&out, vjp, tol, max_iter, self.adjoint.clone())
-            }
-        }
+        let freeze = || (self.frozen(), inp.detached());
+        super::implicit::recorded_state(self.cfg.backward, self, inp, h_star, Self::step, freeze, self.adjoint.clone())
     }
 
     /// A copy whose parameters are detached (for vector–Jacobian products in `h` that

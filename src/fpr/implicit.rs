@@ -121,3 +121,47 @@ pub fn check_implicit(tol: f32, max_iter: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `F(stopgrad(h*))` on the graph with the gradient path of `mode`, for any block whose
+/// step is `step(block, inputs, h)`: one step, `K` unrolled steps, or one step under the
+/// implicit adjoint op. `freeze` gives the block with detached parameters and detached
+/// inputs, for the adjoint's vector–Jacobian products (which must not touch the
+/// parameters' gradients).
+pub fn recorded_state<B: Send + Sync + 'static, I: Send + Sync + 'static>(
+    mode: super::block::BackwardMode,
+    block: &B,
+    inp: &I,
+    h_star: &Tensor,
+    step: fn(&B, &I, &Tensor) -> Result<Tensor>,
+    freeze: impl FnOnce() -> (B, I),
+    sink: AdjointSink,
+) -> Result<Tensor> {
+    use super::block::BackwardMode;
+    let h_star = h_star.detach();
+    match mode {
+        BackwardMode::OneStep => step(block, inp, &h_star),
+        BackwardMode::Phantom(k) => {
+            let mut h = h_star;
+            for _ in 0..k.max(1) {
+                h = step(block, inp, &h)?;
+            }
+            Ok(h)
+        }
+        BackwardMode::Implicit { tol, max_iter } => {
+            let out = step(block, inp, &h_star)?;
+            if !out.requires_grad() {
+                return Ok(out);
+            }
+            let (frozen, inp_d) = freeze();
+            let vjp: VjpFn = Arc::new(move |w: &Tensor| {
+                let hv = h_star.detach().requires_grad_();
+                let y = step(&frozen, &inp_d, &hv)?;
+                if y.requires_grad() {
+                    y.backward_with(w)?;
+                }
+                Ok(hv.grad().unwrap_or_else(|| Tensor::zeros(hv.shape())))
+            });
+            implicit_grad(&out, vjp, tol, max_iter, sink)
+        }
+    }
+}

@@ -18,7 +18,7 @@
 //! convolution, `glu_in_loop`, the `1/√n_layer` scaling of `W_out`.
 
 use super::block::BackwardMode;
-use super::implicit::{AdjointSink, AdjointStats, VjpFn, implicit_grad};
+use super::implicit::{AdjointSink, AdjointStats};
 use super::mixer::{Mixer, MixerInput, MixerKind, zero_bias};
 use super::selective::selective_scan;
 use super::solver::{SolveRun, SolveShape, SolveStats, SolverConfig, solve};
@@ -294,38 +294,15 @@ impl FpMambaBlock {
 
     /// `F(stopgrad(y*))` with the gradient path of the backward mode.
     pub fn recorded_state(&self, inp: &MambaInputs, y_star: &Tensor) -> Result<Tensor> {
-        let y_star = y_star.detach();
-        match self.cfg.backward {
-            BackwardMode::OneStep => self.step(inp, &y_star),
-            BackwardMode::Phantom(k) => {
-                let mut y = y_star;
-                for _ in 0..k.max(1) {
-                    y = self.step(inp, &y)?;
-                }
-                Ok(y)
+        let freeze = || {
+            let mut frozen = self.clone();
+            frozen.adjoint = Arc::new(Mutex::new(None));
+            for (_, p) in frozen.params_mut() {
+                *p = p.detach();
             }
-            BackwardMode::Implicit { tol, max_iter } => {
-                let out = self.step(inp, &y_star)?;
-                if !out.requires_grad() {
-                    return Ok(out);
-                }
-                let mut frozen = self.clone();
-                frozen.adjoint = Arc::new(Mutex::new(None));
-                for (_, p) in frozen.params_mut() {
-                    *p = p.detach();
-                }
-                let inp_d = inp.detached();
-                let vjp: VjpFn = Arc::new(move |w: &Tensor| {
-                    let yv = y_star.detach().requires_grad_();
-                    let o = frozen.step(&inp_d, &yv)?;
-                    if o.requires_grad() {
-                        o.backward_with(w)?;
-                    }
-                    Ok(yv.grad().unwrap_or_else(|| Tensor::zeros(yv.shape())))
-                });
-                implicit_grad(&out, vjp, tol, max_iter, self.adjoint.clone())
-            }
-        }
+            (frozen, inp.detached())
+        };
+        super::implicit::recorded_state(self.cfg.backward, self, inp, y_star, Self::step, freeze, self.adjoint.clone())
     }
 
     pub fn last_adjoint_stats(&self) -> Option<AdjointStats> {
