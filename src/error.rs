@@ -42,6 +42,9 @@ pub enum Error {
     /// A data file is truncated, corrupt or not what it claims to be (names the file
     /// and the byte offset).
     Data(crate::data::DataError),
+    /// Training produced a NaN or an infinity: the step (1-based, as in metrics and
+    /// checkpoint names), what was not finite, and the first parameter affected.
+    Diverged { step: u64, what: String, param: Option<String> },
 }
 
 impl From<crate::data::DataError> for Error {
@@ -98,6 +101,14 @@ impl fmt::Display for Error {
             }
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Data(e) => write!(f, "{e}"),
+            Error::Diverged { step, what, param } => {
+                write!(f, "diverged at step {step}: {what}")?;
+                match param {
+                    Some(p) => write!(f, " (first parameter affected: {p})")?,
+                    None => write!(f, " (every parameter and gradient is finite)")?,
+                }
+                write!(f, "; nothing was saved after the last checkpoint: lower the learning rate or resume from it")
+            }
         }
     }
 }

@@ -1072,7 +1072,6 @@ impl DinoHooks for HarnessHooks {
         self.keep(r);
     }
     fn on_epoch(&mut self, e: &EpochRecord, student: &fixpoint::dino::DinoModel) {
-        use fixpoint::nn::Module;
         self.print.on_epoch(e, student);
         let fields = [
             ("epoch", e.epoch as f64),
@@ -1086,17 +1085,26 @@ impl DinoHooks for HarnessHooks {
         self.epochs.push(e.clone());
         let Some(run) = self.run.as_mut() else { return };
         let r = run.log_eval(self.last_step, &fields);
-        let mut ck = run.checkpoint(self.last_step).with_meta("epoch", e.epoch.to_string());
-        for (name, p) in student.params() {
-            ck = ck.with_param(name, p);
-        }
-        let saved = if e.epoch > 0 { run.save_checkpoint(&ck).map(|_| ()) } else { Ok(()) };
         self.keep(r);
-        self.keep(saved);
-        self.last_ckpt = Some(ck);
     }
     fn should_stop(&mut self) -> bool {
         self.run.as_ref().is_some_and(|r| r.interrupted()) || self.error.is_some()
+    }
+    fn resume(&mut self) -> Option<fixpoint::run::Checkpoint> {
+        let ck = self.run.as_mut()?.take_resumed()?;
+        self.last_step = ck.step;
+        Some(ck)
+    }
+    /// A checkpoint after every epoch and every --ckpt-every steps.
+    fn on_state(&mut self, state: &fixpoint::train::dino::DinoState<'_>, epoch_end: bool) {
+        let Some(run) = self.run.as_mut() else { return };
+        if !epoch_end && !run.checkpoint_due(state.step()) {
+            return;
+        }
+        let ck = state.save(run.checkpoint(state.step()));
+        let saved = run.save_checkpoint(&ck).map(|_| ());
+        self.keep(saved);
+        self.last_ckpt = Some(ck);
     }
 }
 
@@ -1216,9 +1224,6 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
     let preset = if a.quick { "quick" } else { "full" };
     let mut config = json!({"command": "dino", "preset": preset, "config": format!("{c:?}")});
     config["threads"] = json!(rayon::current_num_threads());
-    if a.run.resume {
-        return Err("dino cannot --resume yet: its checkpoints hold the student's parameters only".into());
-    }
     let mut hooks = HarnessHooks {
         print: PrintHooks { every: 1, print: !a.run.quiet },
         run: None,
@@ -1254,7 +1259,7 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
     if let Err(e) = plot_probes(run.path(), &epochs) {
         eprintln!("warning: probe_accuracy.png not drawn: {e}");
     }
-    if run.interrupted() {
+    if run.interrupted() && r.stopped_early {
         let code = run.finish_interrupted(&ck).map_err(|e| e.to_string())?;
         std::process::exit(code);
     }

@@ -325,6 +325,15 @@ impl FpModel {
         self.training
     }
 
+    /// The state of the stream that draws a random training `ℓ_max` (for checkpoints).
+    pub fn solver_rng(&self) -> Rng {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).rng.clone()
+    }
+    /// Continue the random-`ℓ_max` stream from a saved state.
+    pub fn set_solver_rng(&self, rng: Rng) {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).rng = rng;
+    }
+
     /// The solver statistics of the last forward pass, one entry per FP layer.
     pub fn last_stats(&self) -> Vec<SolveStats> {
         self.runtime.lock().unwrap_or_else(|e| e.into_inner()).last_stats.clone()

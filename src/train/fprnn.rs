@@ -332,18 +332,13 @@ impl FprnnTrainer {
         let opts = CrossEntropyOpts { ignore_index: Some(batch.ignore), ..CrossEntropyOpts::default() };
         let loss = flat.cross_entropy(&batch.targets, opts)?;
         let l = loss.item()?;
-        if !l.is_finite() {
-            return Err(Error::InvalidArgument {
-                op: "fprnn",
-                message: format!("loss became {l} at step {}; lower the learning rate", self.step),
-            });
-        }
         let rows = no_grad(|| score(&logits.detach(), &batch))?;
         let (right, sup) = rows.iter().fold((0, 0), |(a, b), r| (a + r.1, b + r.2));
         let mut iters: Vec<f64> = self.sample_iterations().into_iter().map(|i| i as f64).collect();
         self.model.zero_grad();
         loss.backward()?;
         drop((loss, flat, logits));
+        super::guard::check_step(self.step as u64 + 1, l, &self.model)?;
         if let Some(c) = self.cfg.clip {
             clip_grad_norm(&self.model, c)?;
         }
@@ -455,7 +450,8 @@ impl FprnnTrainer {
         self.cfg.eval_lengths.iter().map(|&l| self.evaluate_at(l, self.cfg.eval_count)).collect()
     }
 
-    /// Parameters, optimiser state, the data stream and the counters.
+    /// Parameters, optimiser state, the data stream, the random-`ℓ_max` stream and the
+    /// counters (the cursor is the number of training tokens seen).
     pub fn save_state(&self, mut ckpt: Checkpoint) -> Checkpoint {
         for (name, p) in self.model.params() {
             ckpt = ckpt.with_param(name, p);
@@ -463,7 +459,7 @@ impl FprnnTrainer {
         for (name, t) in self.opt.state_tensors() {
             ckpt = ckpt.with_optim(name, &t);
         }
-        ckpt = ckpt.with_rng("data", &self.data).with_cursor(self.tokens);
+        ckpt = ckpt.with_rng("data", &self.data).with_rng("lmax", &self.model.solver_rng()).with_cursor(self.tokens);
         if let Some(c) = self.crossed {
             ckpt = ckpt.with_meta("crossed_0_9", c.to_string());
         }
@@ -472,12 +468,15 @@ impl FprnnTrainer {
 
     /// Continue from a checkpoint of [`FprnnTrainer::save_state`] for the same config.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        for (name, p) in self.model.params_mut() {
-            p.assign(ckpt.param(&name)?)?;
-        }
+        ckpt.restore_params(&mut self.model)?;
         self.opt.load_state_tensors(&ckpt.optim)?;
         self.data = ckpt.rng("data")?;
-        self.tokens = 0;
+        // Checkpoints from before the random-ℓ_max stream was saved: a fixed ℓ_max
+        // never draws from it.
+        if let Ok(r) = ckpt.rng("lmax") {
+            self.model.set_solver_rng(r);
+        }
+        self.tokens = ckpt.cursor;
         self.step = ckpt.step as usize;
         self.crossed = ckpt.meta("crossed_0_9").ok().and_then(|s| s.parse().ok());
         Ok(())
