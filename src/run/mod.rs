@@ -87,8 +87,8 @@ pub struct RunArgs {
     pub force: bool,
     /// Continue the run in DIR (or in --out) from its newest valid checkpoint, bit for
     /// bit as if it had never stopped (same seed and flags)
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    pub resume: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
     /// Stop once N steps are done, as Ctrl-C would (checkpoint, metrics), but with exit
     /// status 0; continue later with --resume
     #[arg(long, value_name = "N")]
@@ -110,7 +110,7 @@ impl RunArgs {
             out: self.out.clone(),
             force: self.force,
             resume: self.resume.is_some(),
-            resume_dir: self.resume.clone().filter(|p| !p.as_os_str().is_empty()),
+            resume_dir: self.resume.clone().flatten(),
             stop_after: self.stop_after,
             ckpt_every: self.ckpt_every,
             keep: self.keep,

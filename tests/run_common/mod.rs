@@ -1,0 +1,113 @@
+//! Helpers of the resume and fault tests: run the binary on tiny settings, read run
+//! directories, compare them bit for bit.
+#![allow(dead_code)]
+
+use fixpoint::run::{Checkpoint, Record, read_metrics};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fixpoint");
+
+/// A fresh directory path under the system temp dir (not created).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("fixpoint-rel-{tag}-{}-{nanos}", std::process::id()))
+}
+
+/// A tiny `fprnn` run of `steps` steps (validation every 3).
+pub fn fprnn_args(steps: u64) -> Vec<String> {
+    let s = steps.to_string();
+    [
+        "fprnn", "--task", "a4", "--model", "fp-rnn", "--mixer", "householder:2", "--d-model", "16", "--steps", &s,
+        "--batch", "8", "--warmup", "1", "--eval-lengths", "2,4", "--eval-count", "5", "--val-every", "3",
+        "--val-count", "4", "--threads", "1", "--quiet",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// A tiny `dino` run on the embedded set: 200 images in batches of 64 (4 steps per
+/// epoch), DINO centering on (so the center is part of the state).
+pub fn dino_args(epochs: u64) -> Vec<String> {
+    let e = epochs.to_string();
+    [
+        "dino", "--data", "embedded", "--train-size", "200", "--probe-train-size", "200", "--probe-test-size", "100",
+        "--out-dim", "64", "--epochs", &e, "--mlp-hidden", "32", "--embed-dim", "16", "--alpha", "0.3",
+        "--batch-size", "64", "--center-momentum", "0.9", "--threads", "1", "--quiet",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// Run the binary with `args` plus `extra`, and `FIXPOINT_FAULT=fault` when given.
+pub fn run(args: &[String], extra: &[&str], fault: Option<&str>) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).args(extra).current_dir(std::env::temp_dir()).env_remove("FIXPOINT_FAULT");
+    if let Some(f) = fault {
+        c.env("FIXPOINT_FAULT", f);
+    }
+    c.output().expect("run the binary")
+}
+
+/// Assert success and return stderr.
+pub fn ok(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}: {err}", out.status.code());
+    err
+}
+
+/// Assert a failure with exactly one line on stderr that holds every needle; returns it.
+pub fn one_line_failure(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert!(!out.status.success(), "expected a failure, got success; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    err
+}
+
+/// `metrics.jsonl` without the wall-clock `time_s` field.
+pub fn metrics(dir: &Path) -> Vec<Record> {
+    let mut recs = read_metrics(&dir.join("metrics.jsonl")).unwrap();
+    for r in &mut recs {
+        r.remove("time_s");
+    }
+    recs
+}
+
+/// Every tensor of a checkpoint as (name, shape, bits), and its step and cursor.
+pub fn ckpt_bits(path: &Path) -> (u64, u64, Vec<(String, Vec<usize>, Vec<u32>)>, Vec<(String, [u64; 5])>) {
+    let ck = Checkpoint::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let bits = |list: &[(String, fixpoint::Tensor)], prefix: &str| -> Vec<(String, Vec<usize>, Vec<u32>)> {
+        list.iter()
+            .map(|(n, t)| (format!("{prefix}{n}"), t.shape().to_vec(), t.to_vec().iter().map(|v| v.to_bits()).collect()))
+            .collect()
+    };
+    let mut all = bits(&ck.params, "param.");
+    all.extend(bits(&ck.optim, "optim."));
+    all.extend(bits(&ck.extra, "extra."));
+    (ck.step, ck.cursor, all, ck.rng.clone())
+}
+
+/// Assert that two run directories hold the same metrics (but `time_s`) and the same
+/// final checkpoint `ckpt-<step>` bit for bit.
+pub fn assert_same_run(a: &Path, b: &Path, step: u64) {
+    let (ma, mb) = (metrics(a), metrics(b));
+    assert_eq!(ma.len(), mb.len(), "metrics records differ in number");
+    for (i, (x, y)) in ma.iter().zip(&mb).enumerate() {
+        assert_eq!(x, y, "metrics record {i} differs");
+    }
+    let name = format!("ckpt-{step}.safetensors");
+    let (ca, cb) = (ckpt_bits(&a.join(&name)), ckpt_bits(&b.join(&name)));
+    assert!(!ca.2.is_empty());
+    assert_eq!(ca, cb, "final checkpoints differ");
+}
+
+/// The steps of the checkpoints in `dir`.
+pub fn ckpt_steps(dir: &Path) -> Vec<u64> {
+    Checkpoint::list(dir).unwrap().into_iter().map(|(s, _)| s).collect()
+}
