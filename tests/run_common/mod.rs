@@ -58,16 +58,21 @@ pub fn ok(out: &Output) -> String {
     err
 }
 
-/// Assert a failure with exactly one line on stderr that holds every needle; returns it.
+/// Assert a failure whose stderr has exactly one `error:` line (other lines may only be
+/// the notes of a resume: `resuming from ...`, `warning: ...`), holding every needle;
+/// returns that line.
 pub fn one_line_failure(out: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
     assert!(!out.status.success(), "expected a failure, got success; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {err}");
+    for l in err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("error:")) {
+        assert!(l.starts_with("resuming from") || l.starts_with("warning:"), "unexpected line {l:?} in: {err}");
     }
-    err
+    for n in needles {
+        assert!(errors[0].contains(n), "{n:?} not in: {err}");
+    }
+    errors[0].to_string()
 }
 
 /// `metrics.jsonl` without the wall-clock `time_s` field.
