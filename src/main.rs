@@ -1405,6 +1405,21 @@ fn cmd_bench_core(a: &BenchCoreArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// Parse a command line (`args[0]` is the program name) and build the configuration of
+/// a training command, without running anything: what `fuzz/fuzz_targets/cli.rs`
+/// exercises (it includes this file as a module). A bad command line is an `Err` with
+/// one line, never a panic.
+#[allow(dead_code)]
+pub fn check_command_line(args: &[String]) -> CliResult<()> {
+    let cli = Cli::try_parse_from(args).map_err(|e| clap_one_line(&e))?;
+    match &cli.command {
+        Command::Mlp(a) => mlp_config(a).map(drop),
+        Command::Fprnn(a) => fprnn_config(a).map(drop),
+        Command::Dino(a) => dino_config(a).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// The first line of a clap error (it starts with `error:`), without usage text.
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
