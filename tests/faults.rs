@@ -7,8 +7,8 @@
 #![cfg(unix)]
 
 mod run_common;
-use run_common::*;
 use fixpoint::run::Checkpoint;
+use run_common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,10 @@ fn no_valid_checkpoint_is_a_one_line_error() {
     for s in [3, 6] {
         std::fs::write(d.join(format!("ckpt-{s}.safetensors")), b"not a checkpoint").unwrap();
     }
-    one_line_failure(&resume(&d, None), &["no valid checkpoint", "ckpt-6.safetensors", "ckpt-3.safetensors", "--force"]);
+    one_line_failure(
+        &resume(&d, None),
+        &["no valid checkpoint", "ckpt-6.safetensors", "ckpt-3.safetensors", "--force"],
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
@@ -191,11 +194,16 @@ fn missing_unreadable_and_malformed_data_are_one_line_errors() {
     }
     std::fs::write(d.join("t10k-labels-idx1-ubyte.gz"), b"").unwrap();
     one_line_failure(&dino("fashion-mnist", &d), &["idx"]);
-    for i in 1..=5 {
+    // CIFAR-10: a batch that is a directory (unreadable), then one cut short.
+    std::fs::create_dir_all(d.join("data_batch_1.bin")).unwrap();
+    for i in 2..=5 {
         std::fs::write(d.join(format!("data_batch_{i}.bin")), vec![7u8; 3073 * 3]).unwrap();
     }
-    std::fs::create_dir_all(d.join("test_batch.bin")).unwrap(); // unreadable: a directory
-    one_line_failure(&dino("cifar10", &d), &["data_batch_1.bin"]);
+    std::fs::write(d.join("test_batch.bin"), vec![7u8; 3073]).unwrap();
+    one_line_failure(&dino("cifar10", &d), &["data_batch_1.bin", "directory"]);
+    std::fs::remove_dir(d.join("data_batch_1.bin")).unwrap();
+    std::fs::write(d.join("data_batch_1.bin"), vec![7u8; 3073 * 2 + 5]).unwrap();
+    one_line_failure(&dino("cifar10", &d), &["data_batch_1.bin", "6151"]);
     assert!(!d.join("run-fashion-mnist").exists() && !d.join("run-cifar10").exists(), "no run dir for bad data");
     std::fs::remove_dir_all(d).unwrap();
 }

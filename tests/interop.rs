@@ -4,11 +4,11 @@
 //! check_safetensors.py`). Without python3 or the packages the test prints why and
 //! passes, unless `FIXPOINT_REQUIRE_PY=1` (set by CI), where it fails.
 
+use fixpoint::Tensor;
 use fixpoint::nn::{Activation, Mlp, Module};
 use fixpoint::optim::{AdamW, AdamWConfig, Optimizer};
 use fixpoint::rng::Rng;
 use fixpoint::run::Checkpoint;
-use fixpoint::Tensor;
 use serde_json::{Value, json};
 use std::process::Command;
 

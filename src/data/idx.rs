@@ -80,7 +80,11 @@ pub fn gunzip_maybe(raw: Vec<u8>, path: &str, max: usize) -> Result<Vec<u8>, Dat
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(DataError::Gzip { path: path.to_string(), offset: out.len() as u64, message: e.to_string() });
+                return Err(DataError::Gzip {
+                    path: path.to_string(),
+                    offset: out.len() as u64,
+                    message: e.to_string(),
+                });
             }
         }
     }

@@ -238,7 +238,10 @@ impl Checkpoint {
             }
             let got = format!("{:016x}", checksum(parts.into_iter()));
             if &got != want {
-                return Err(bad(origin, format!("checksum {got} differs from the stored {want} (the file is corrupt)")));
+                return Err(bad(
+                    origin,
+                    format!("checksum {got} differs from the stored {want} (the file is corrupt)"),
+                ));
             }
         }
         let f32_tensor = |full: String| -> Result<Tensor> {
@@ -277,8 +280,7 @@ impl Checkpoint {
         }
         let user =
             meta.iter().filter_map(|(k, v)| k.strip_prefix("meta.").map(|k| (k.to_string(), v.clone()))).collect();
-        let ck =
-            Checkpoint { step, params, optim, extra, rng, cursor, config, meta: user, source: origin.to_string() };
+        let ck = Checkpoint { step, params, optim, extra, rng, cursor, config, meta: user, source: origin.to_string() };
         check_unique("parameter", &ck.params).map_err(|e| bad(origin, e.to_string()))?;
         check_unique("optimiser state", &ck.optim).map_err(|e| bad(origin, e.to_string()))?;
         check_unique("extra state", &ck.extra).map_err(|e| bad(origin, e.to_string()))?;
@@ -292,7 +294,8 @@ impl Checkpoint {
     /// error names the tensor and the file; on error the model is untouched.
     pub fn restore_params(&self, model: &mut dyn Module) -> Result<()> {
         let from = if self.source.is_empty() { "checkpoint".to_string() } else { self.source.clone() };
-        let mismatch = |message: String| Error::InvalidArgument { op: "checkpoint", message: format!("{from}: {message}") };
+        let mismatch =
+            |message: String| Error::InvalidArgument { op: "checkpoint", message: format!("{from}: {message}") };
         let want: Vec<(String, Vec<usize>)> =
             model.params().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
         for (name, shape) in &want {

@@ -924,7 +924,8 @@ pub fn bench_distill_step(
     for i in 0..warmup + steps {
         let t = Instant::now();
         let t_logits = teacher_logits(&teacher, Some(&cache), &x, &idx)?;
-        let (_, _, o) = distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false, i as u64 + 1)?;
+        let (_, _, o) =
+            distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false, i as u64 + 1)?;
         if i >= warmup {
             step_s.push(t.elapsed().as_secs_f64());
             opt_s.push(o);

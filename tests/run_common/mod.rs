@@ -18,9 +18,32 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub fn fprnn_args(steps: u64) -> Vec<String> {
     let s = steps.to_string();
     [
-        "fprnn", "--task", "a4", "--model", "fp-rnn", "--mixer", "householder:2", "--d-model", "16", "--steps", &s,
-        "--batch", "8", "--warmup", "1", "--eval-lengths", "2,4", "--eval-count", "5", "--val-every", "3",
-        "--val-count", "4", "--threads", "1", "--quiet",
+        "fprnn",
+        "--task",
+        "a4",
+        "--model",
+        "fp-rnn",
+        "--mixer",
+        "householder:2",
+        "--d-model",
+        "16",
+        "--steps",
+        &s,
+        "--batch",
+        "8",
+        "--warmup",
+        "1",
+        "--eval-lengths",
+        "2,4",
+        "--eval-count",
+        "5",
+        "--val-every",
+        "3",
+        "--val-count",
+        "4",
+        "--threads",
+        "1",
+        "--quiet",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -32,9 +55,32 @@ pub fn fprnn_args(steps: u64) -> Vec<String> {
 pub fn dino_args(epochs: u64) -> Vec<String> {
     let e = epochs.to_string();
     [
-        "dino", "--data", "embedded", "--train-size", "200", "--probe-train-size", "200", "--probe-test-size", "100",
-        "--out-dim", "64", "--epochs", &e, "--mlp-hidden", "32", "--embed-dim", "16", "--alpha", "0.3",
-        "--batch-size", "64", "--center-momentum", "0.9", "--threads", "1", "--quiet",
+        "dino",
+        "--data",
+        "embedded",
+        "--train-size",
+        "200",
+        "--probe-train-size",
+        "200",
+        "--probe-test-size",
+        "100",
+        "--out-dim",
+        "64",
+        "--epochs",
+        &e,
+        "--mlp-hidden",
+        "32",
+        "--embed-dim",
+        "16",
+        "--alpha",
+        "0.3",
+        "--batch-size",
+        "64",
+        "--center-momentum",
+        "0.9",
+        "--threads",
+        "1",
+        "--quiet",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -84,18 +130,30 @@ pub fn metrics(dir: &Path) -> Vec<Record> {
     recs
 }
 
-/// Every tensor of a checkpoint as (name, shape, bits), and its step and cursor.
-pub fn ckpt_bits(path: &Path) -> (u64, u64, Vec<(String, Vec<usize>, Vec<u32>)>, Vec<(String, [u64; 5])>) {
+/// A checkpoint's contents in comparable form.
+#[derive(Debug, PartialEq)]
+pub struct CkptBits {
+    pub step: u64,
+    pub cursor: u64,
+    /// Every tensor as (prefixed name, shape, f32 bits).
+    pub tensors: Vec<(String, Vec<usize>, Vec<u32>)>,
+    pub rng: Vec<(String, [u64; 5])>,
+}
+
+/// Every tensor and RNG stream of a checkpoint, bit for bit.
+pub fn ckpt_bits(path: &Path) -> CkptBits {
     let ck = Checkpoint::load(path).unwrap_or_else(|e| panic!("{e}"));
     let bits = |list: &[(String, fixpoint::Tensor)], prefix: &str| -> Vec<(String, Vec<usize>, Vec<u32>)> {
         list.iter()
-            .map(|(n, t)| (format!("{prefix}{n}"), t.shape().to_vec(), t.to_vec().iter().map(|v| v.to_bits()).collect()))
+            .map(|(n, t)| {
+                (format!("{prefix}{n}"), t.shape().to_vec(), t.to_vec().iter().map(|v| v.to_bits()).collect())
+            })
             .collect()
     };
-    let mut all = bits(&ck.params, "param.");
-    all.extend(bits(&ck.optim, "optim."));
-    all.extend(bits(&ck.extra, "extra."));
-    (ck.step, ck.cursor, all, ck.rng.clone())
+    let mut tensors = bits(&ck.params, "param.");
+    tensors.extend(bits(&ck.optim, "optim."));
+    tensors.extend(bits(&ck.extra, "extra."));
+    CkptBits { step: ck.step, cursor: ck.cursor, tensors, rng: ck.rng.clone() }
 }
 
 /// Assert that two run directories hold the same metrics (but `time_s`) and the same
@@ -108,7 +166,7 @@ pub fn assert_same_run(a: &Path, b: &Path, step: u64) {
     }
     let name = format!("ckpt-{step}.safetensors");
     let (ca, cb) = (ckpt_bits(&a.join(&name)), ckpt_bits(&b.join(&name)));
-    assert!(!ca.2.is_empty());
+    assert!(!ca.tensors.is_empty());
     assert_eq!(ca, cb, "final checkpoints differ");
 }
 
