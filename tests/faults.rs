@@ -31,6 +31,14 @@ fn resume(d: &Path, fault: Option<&str>) -> std::process::Output {
     run(&fprnn_args(12), &["--resume", d.to_str().unwrap(), "--ckpt-every", "3"], fault)
 }
 
+/// Resume `d` without faults, check it ends as the straight run `reference` did, and
+/// remove it.
+fn resume_matches_straight(reference: &Path, d: std::path::PathBuf) {
+    ok(&resume(&d, None));
+    assert_same_run(reference, &d, 12);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
 fn bytes_of(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
@@ -101,11 +109,8 @@ fn a_full_disk_during_a_checkpoint_write_loses_nothing() {
     assert!(before == after, "an existing checkpoint changed");
     no_temp_files(&d);
     // Space again: the run resumes from ckpt-6 and ends as the straight run does.
-    ok(&resume(&d, None));
-    assert_same_run(&reference, &d, 12);
-    for x in [reference, d] {
-        std::fs::remove_dir_all(x).unwrap();
-    }
+    resume_matches_straight(&reference, d);
+    std::fs::remove_dir_all(reference).unwrap();
 }
 
 #[test]
@@ -136,11 +141,8 @@ fn sigkill_during_a_checkpoint_write_loses_nothing() {
     assert_eq!(ckpt_steps(&d), [3, 6], "a half-written checkpoint must not count");
     assert!(before == bytes_of(&d.join("ckpt-6.safetensors")));
     // The resume ignores (and later removes) the temporary file.
-    ok(&resume(&d, None));
-    assert_same_run(&reference, &d, 12);
-    for x in [reference, d] {
-        std::fs::remove_dir_all(x).unwrap();
-    }
+    resume_matches_straight(&reference, d);
+    std::fs::remove_dir_all(reference).unwrap();
 }
 
 #[test]

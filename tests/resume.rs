@@ -65,9 +65,7 @@ fn dino_stopped_mid_epoch_resumes_to_the_same_parameters() {
 
 #[test]
 fn mlp_stopped_and_resumed_equals_a_straight_run() {
-    let args: Vec<String> =
-        ["mlp", "--steps", "40", "--hidden", "16", "--threads", "1", "--quiet"].iter().map(|s| s.to_string()).collect();
-    stopped_then_resumed(&args, "mlp", 17, 40);
+    stopped_then_resumed(&args("mlp --steps 40 --hidden 16 --threads 1 --quiet"), "mlp", 17, 40);
 }
 
 #[test]

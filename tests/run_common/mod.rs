@@ -14,77 +14,27 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("fixpoint-rel-{tag}-{}-{nanos}", std::process::id()))
 }
 
+/// Whitespace-separated arguments as owned strings.
+pub fn args(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
 /// A tiny `fprnn` run of `steps` steps (validation every 3).
 pub fn fprnn_args(steps: u64) -> Vec<String> {
-    let s = steps.to_string();
-    [
-        "fprnn",
-        "--task",
-        "a4",
-        "--model",
-        "fp-rnn",
-        "--mixer",
-        "householder:2",
-        "--d-model",
-        "16",
-        "--steps",
-        &s,
-        "--batch",
-        "8",
-        "--warmup",
-        "1",
-        "--eval-lengths",
-        "2,4",
-        "--eval-count",
-        "5",
-        "--val-every",
-        "3",
-        "--val-count",
-        "4",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
+    args(&format!(
+        "fprnn --task a4 --model fp-rnn --mixer householder:2 --d-model 16 --steps {steps} --batch 8 --warmup 1 \
+         --eval-lengths 2,4 --eval-count 5 --val-every 3 --val-count 4 --threads 1 --quiet"
+    ))
 }
 
 /// A tiny `dino` run on the embedded set: 200 images in batches of 64 (4 steps per
 /// epoch), DINO centering on (so the center is part of the state).
 pub fn dino_args(epochs: u64) -> Vec<String> {
-    let e = epochs.to_string();
-    [
-        "dino",
-        "--data",
-        "embedded",
-        "--train-size",
-        "200",
-        "--probe-train-size",
-        "200",
-        "--probe-test-size",
-        "100",
-        "--out-dim",
-        "64",
-        "--epochs",
-        &e,
-        "--mlp-hidden",
-        "32",
-        "--embed-dim",
-        "16",
-        "--alpha",
-        "0.3",
-        "--batch-size",
-        "64",
-        "--center-momentum",
-        "0.9",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
+    args(&format!(
+        "dino --data embedded --train-size 200 --probe-train-size 200 --probe-test-size 100 --out-dim 64 \
+         --epochs {epochs} --mlp-hidden 32 --embed-dim 16 --alpha 0.3 --batch-size 64 --center-momentum 0.9 \
+         --threads 1 --quiet"
+    ))
 }
 
 /// Run the binary with `args` plus `extra`, and `FIXPOINT_FAULT=fault` when given.
