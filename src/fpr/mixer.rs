@@ -220,6 +220,151 @@ pub fn householder(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32) -> Result
     }))
 }
 
+/// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations:
+/// `u_i = SiLU(pre_u,i) / max(‖SiLU(pre_u,i)‖, eps)`, `α = σ(pre_α)`. `norms` (if given,
+/// `r` values) receives `‖SiLU(pre_u,i)‖`.
+#[inline]
+pub fn householder_coefficients_row(
+    pre_u: &[f32],
+    pre_a: &[f32],
+    eps: f32,
+    (u, alpha): (&mut [f32], &mut [f32]),
+    norms: Option<&mut [f32]>,
+) {
+    let (r, d) = (alpha.len(), u.len() / alpha.len().max(1));
+    Unary::Silu.forward_slice(&pre_u[..r * d], u);
+    let mut norms = norms;
+    for (i, ui) in u.chunks_exact_mut(d.max(1)).enumerate() {
+        let norm = row_dot(ui, ui).sqrt();
+        if let Some(n) = norms.as_deref_mut() {
+            n[i] = norm;
+        }
+        let inv = 1.0 / if norm < eps { eps } else { norm };
+        for x in ui.iter_mut() {
+            *x *= inv;
+        }
+    }
+    Unary::Sigmoid.forward_slice(&pre_a[..r], alpha);
+}
+
+struct HouseholderPreBackward {
+    pre_u: Tensor,
+    pre_a: Tensor,
+    v: Tensor,
+    scale: f32,
+    eps: f32,
+    dims: (usize, usize, usize),
+}
+
+impl Backward for HouseholderPreBackward {
+    fn name(&self) -> &'static str {
+        "householder_from_pre"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (n, r, d) = self.dims;
+        let (pu, pa, v) = (self.pre_u.contiguous_data(), self.pre_a.contiguous_data(), self.v.contiguous_data());
+        let mut dv = g.contiguous_data().into_owned();
+        let mut dpu = vec![0.0f32; n * r * d];
+        let mut dpa = vec![0.0f32; n * r];
+        let rows = rows_per_task(4 * r * d);
+        let (du_p, da_p) = (SyncPtr(dpu.as_mut_ptr()), SyncPtr(dpa.as_mut_ptr()));
+        crate::cpu::par::for_row_chunks_mut(&mut dv, d.max(1), rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let (mut u, mut alpha, mut norms) = (vec![0.0f32; r * d], vec![0.0f32; r], vec![0.0f32; r]);
+            let (mut du, mut da, mut scratch) = (vec![0.0f32; r * d], vec![0.0f32; r], vec![0.0f32; r * d]);
+            for (k, gr) in chunk.chunks_exact_mut(d.max(1)).enumerate() {
+                let row = row0 + k;
+                let (pur, par) = (&pu[row * r * d..][..r * d], &pa[row * r..][..r]);
+                householder_coefficients_row(pur, par, self.eps, (&mut u, &mut alpha), Some(&mut norms));
+                householder_row_backward(
+                    &u,
+                    &alpha,
+                    self.scale,
+                    &v[row * d..][..d],
+                    gr,
+                    (&mut du, &mut da),
+                    &mut scratch,
+                );
+                // SAFETY: each task writes only the rows of its own rows.
+                let (dpur, dpar) = unsafe { (du_p.slice(row * r * d, r * d), da_p.slice(row * r, r)) };
+                // dα_pre = dα · α(1 − α)
+                Unary::Sigmoid.backward_slice(&alpha, &da, dpar);
+                // Through the normalisation: ds = (du − u(uᵀdu))/‖s‖ above eps, du/eps below.
+                for i in 0..r {
+                    let (ui, dui) = (&u[i * d..(i + 1) * d], &mut du[i * d..(i + 1) * d]);
+                    let norm = norms[i];
+                    if norm < self.eps {
+                        let inv = 1.0 / self.eps;
+                        dui.iter_mut().for_each(|x| *x *= inv);
+                    } else {
+                        let (p, inv) = (row_dot(dui, ui), 1.0 / norm);
+                        for j in 0..d {
+                            dui[j] = (dui[j] - ui[j] * p) * inv;
+                        }
+                    }
+                }
+                // Through SiLU.
+                Unary::Silu.backward_slice(pur, &du, dpur);
+            }
+        });
+        Ok(vec![
+            needs[0].then(|| Tensor::from_parts(dpu, self.pre_u.shape_obj().clone())),
+            needs[1].then(|| Tensor::from_parts(dpa, self.pre_a.shape_obj().clone())),
+            needs[2].then(|| Tensor::from_parts(dv, self.v.shape_obj().clone())),
+        ])
+    }
+}
+
+/// `Q v` for every row with the Householder coefficients taken from their
+/// pre-activations: `u_i = normalize(SiLU(pre_u,i))` (guard `eps`), `α = σ(pre_α)`,
+/// `Q = H_r ⋯ H_1`, `H_i = I − scale·α_i u_i u_iᵀ`. `pre_u` is `[.., r·D]`, `pre_a`
+/// `[.., r]`, `v` `[.., D]`. The same function as [`householder`] after SiLU, the
+/// normalisation and the sigmoid, as one op: it keeps only its three inputs for the
+/// backward and recomputes `u` and `α` there (the composite keeps three `r·D` tensors
+/// per row).
+pub fn householder_from_pre(pre_u: &Tensor, pre_a: &Tensor, v: &Tensor, scale: f32, eps: f32) -> Result<Tensor> {
+    let _p = crate::profile::fwd("householder_from_pre");
+    const OP: &str = "householder_from_pre";
+    let vs = v.shape();
+    let bad = || Error::ShapeMismatch { op: OP, lhs: pre_u.shape_obj().clone(), rhs: v.shape_obj().clone() };
+    if vs.is_empty() || pre_u.rank() != vs.len() || pre_a.rank() != vs.len() {
+        return Err(bad());
+    }
+    let lead = &vs[..vs.len() - 1];
+    let (d, r) = (vs[vs.len() - 1], pre_a.shape()[vs.len() - 1]);
+    if &pre_u.shape()[..lead.len()] != lead
+        || &pre_a.shape()[..lead.len()] != lead
+        || pre_u.shape()[lead.len()] != r * d
+    {
+        return Err(bad());
+    }
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(Error::InvalidArgument { op: OP, message: format!("eps must be positive and finite, got {eps}") });
+    }
+    let n: usize = lead.iter().product();
+    let (pu, pa) = (pre_u.contiguous_data(), pre_a.contiguous_data());
+    let mut out = v.to_vec();
+    if d > 0 && r > 0 {
+        let rows = rows_per_task(3 * r * d);
+        crate::cpu::par::for_row_chunks_mut(&mut out, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let (mut u, mut alpha) = (vec![0.0f32; r * d], vec![0.0f32; r]);
+            for (k, vr) in chunk.chunks_exact_mut(d).enumerate() {
+                let row = row0 + k;
+                let (pur, par) = (&pu[row * r * d..][..r * d], &pa[row * r..][..r]);
+                householder_coefficients_row(pur, par, eps, (&mut u, &mut alpha), None);
+                householder_row(&u, &alpha, scale, vr);
+            }
+        });
+    }
+    Ok(Tensor::from_op(out, v.shape_obj().clone(), &[pre_u, pre_a, v], || HouseholderPreBackward {
+        pre_u: pre_u.contiguous().detach(),
+        pre_a: pre_a.contiguous().detach(),
+        v: v.contiguous().detach(),
+        scale,
+        eps,
+        dims: (n, r, d),
+    }))
+}
+
 // ----- mixer modules ----------------------------------------------------------------------
 
 /// Which mixer a block uses.
@@ -362,8 +507,8 @@ impl HouseholderMixer {
 
     /// `Q(p) v` for `p` `[.., P]` and `v` `[.., D]`.
     pub fn apply(&self, p: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (u, alpha) = self.coefficients(p)?;
-        householder(&u, &alpha, v, self.alpha_scale)
+        let (pre_u, pre_a) = (self.u_proj.forward(p)?, self.alpha_proj.forward(p)?);
+        householder_from_pre(&pre_u, &pre_a, v, self.alpha_scale, self.eps)
     }
 
     /// The effective weights `[W_u | W_α]` (`[P, r·D + r]`) and bias (`[r·D + r]`, zeros
@@ -699,16 +844,8 @@ impl HouseholderKernel {
     /// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations.
     #[inline]
     pub fn coefficients_row(&self, pre: &[f32], u: &mut [f32], alpha: &mut [f32]) {
-        let (r, d) = (self.rank, self.dim);
-        Unary::Silu.forward_slice(&pre[..r * d], u);
-        for ui in u.chunks_exact_mut(d) {
-            let norm = row_dot(ui, ui).sqrt();
-            let inv = 1.0 / if norm < self.eps { self.eps } else { norm };
-            for x in ui.iter_mut() {
-                *x *= inv;
-            }
-        }
-        Unary::Sigmoid.forward_slice(&pre[r * d..r * d + r], alpha);
+        let rd = self.rank * self.dim;
+        householder_coefficients_row(&pre[..rd], &pre[rd..rd + self.rank], self.eps, (u, alpha), None);
     }
 
     /// The pre-activations of every row for state `h` (`[B, T, D]` with `time` steps per

@@ -383,7 +383,7 @@ impl SolveShape {
 
 /// Find the fixed point `y = F(y)` by the damped iteration of §2.5, from `y0` (zeros
 /// when `None`). `f(y, out)` writes `F(y)`; it runs outside the graph. Returns the last
-/// iterate and the statistics.
+/// iterate and the statistics. `f` must write every value of `out`.
 pub fn solve(
     shape: SolveShape,
     cfg: &SolverConfig,
@@ -414,7 +414,12 @@ pub fn solve(
     while st.should_continue(run) {
         f(&y, &mut y_new)?;
         residuals(&y, &y_new, shape.time, shape.dim, cfg.eps, &mut res);
-        damp(&mut y, &y_new, &st.stepsize, per);
+        if st.stepsize.iter().all(|&s| s == 1.0) {
+            // Undamped: the new iterate replaces the old one (F overwrites all of `y_new`).
+            std::mem::swap(&mut y, &mut y_new);
+        } else {
+            damp(&mut y, &y_new, &st.stepsize, per);
+        }
         st.update(&res);
     }
     Ok((y, st.stats(run)))
