@@ -511,18 +511,71 @@ impl HouseholderMixer {
         householder_from_pre(&pre_u, &pre_a, v, self.alpha_scale, self.eps)
     }
 
-    /// The effective weights `[W_u | W_α]` (`[P, r·D + r]`) and bias (`[r·D + r]`, zeros
-    /// for the `u` part), detached: the pre-activations of [`MixerKernel`].
-    fn fused_weights(&self) -> Result<(Tensor, Vec<f32>)> {
-        no_grad(|| {
-            let w = Tensor::concat(&[&self.u_proj.weight()?, &self.alpha_proj.weight()?], 1)?;
-            let mut bias = vec![0.0f32; self.rank * self.dim];
-            match self.alpha_proj.bias() {
-                Some(b) => bias.extend(b.to_vec()),
-                None => bias.extend(std::iter::repeat_n(0.0, self.rank)),
+    /// The rows of `[W_u, W_α]` acting on the input part of `p` (`x`) and on the state
+    /// (`h`; None without state dependence), on the graph.
+    fn split_weights(&self, input: MixerInput) -> Result<[(Tensor, Option<Tensor>); 2]> {
+        let d = self.dim;
+        let split = |w: Tensor| -> Result<(Tensor, Option<Tensor>)> {
+            Ok(match input {
+                MixerInput::Concat => (w.narrow(0, 0, d)?, Some(w.narrow(0, d, d)?)),
+                MixerInput::Symmetric => (w.clone(), Some(w)),
+                MixerInput::InputOnly => (w, None),
+            })
+        };
+        Ok([split(self.u_proj.weight()?)?, split(self.alpha_proj.weight()?)?])
+    }
+
+    /// The input part of the pre-activations on the graph, `(x_mix·W_ux, x_mix·W_αx + b_α)`
+    /// for `x_mix` of shape `[.., D]` (`p = x_mix` when `Q` ignores the state). With
+    /// [`HouseholderMixer::apply_with_base`] this is [`HouseholderMixer::apply`] split in
+    /// two: the input part is computed once per forward (the solver's kernel takes its
+    /// values), the state part once per step.
+    pub fn base(&self, x_mix: &Tensor, input: MixerInput) -> Result<(Tensor, Tensor)> {
+        let [(wu, _), (wa, _)] = self.split_weights(input)?;
+        let bu = x_mix.matmul(&wu)?;
+        let ba = x_mix.matmul(&wa)?;
+        let ba = match self.alpha_proj.bias() {
+            Some(b) => ba.add(b)?,
+            None => ba,
+        };
+        Ok((bu, ba))
+    }
+
+    /// `Q(p) v` from the input part of the pre-activations ([`HouseholderMixer::base`])
+    /// and the state `h` (`[.., T, D]`; it enters shifted, as in [`MixerInput::build`]).
+    pub fn apply_with_base(
+        &self,
+        base: &(Tensor, Tensor),
+        h: &Tensor,
+        input: MixerInput,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let (pu, pa) = match self.split_weights(input)? {
+            [(_, Some(wu)), (_, Some(wa))] => {
+                let hs = h.shift(1, 1)?;
+                (base.0.add(&hs.matmul(&wu)?)?, base.1.add(&hs.matmul(&wa)?)?)
             }
-            Ok((w.detach(), bias))
-        })
+            _ => base.clone(),
+        };
+        householder_from_pre(&pu, &pa, v, self.alpha_scale, self.eps)
+    }
+
+    /// The mixer as plain data from the input part of its pre-activations (`base`, see
+    /// [`HouseholderMixer::base`]; its values are used, detached).
+    pub fn kernel_from_base(&self, base: &(Tensor, Tensor), input: MixerInput) -> Result<HouseholderKernel> {
+        let (r, d) = (self.rank, self.dim);
+        let (bu, ba) = (base.0.contiguous_data(), base.1.contiguous_data());
+        let rows = ba.len() / r;
+        let mut rows_data = Vec::with_capacity(rows * (r * d + r));
+        for row in 0..rows {
+            rows_data.extend_from_slice(&bu[row * r * d..][..r * d]);
+            rows_data.extend_from_slice(&ba[row * r..][..r]);
+        }
+        let w_h = match self.split_weights(input)? {
+            [(_, Some(wu)), (_, Some(wa))] => Some(no_grad(|| Tensor::concat(&[&wu, &wa], 1))?.to_vec()),
+            _ => None,
+        };
+        HouseholderKernel::new(r, d, self.alpha_scale, self.eps, rows_data, w_h)
     }
 }
 
@@ -606,22 +659,7 @@ impl Mixer {
             Mixer::Identity { .. } => Ok(MixerKernel::Identity),
             Mixer::Kronecker(m) => Ok(MixerKernel::Kronecker(m.kernel(x_mix, input)?)),
             Mixer::Householder(m) | Mixer::Dplr(m) => {
-                let d = m.dim;
-                let (w, bias) = m.fused_weights()?;
-                let width = w.shape()[1];
-                let (w_x, w_h) = match input {
-                    MixerInput::Concat => (w.narrow(0, 0, d)?, Some(w.narrow(0, d, d)?)),
-                    MixerInput::Symmetric => (w.clone(), Some(w.clone())),
-                    MixerInput::InputOnly => (w.clone(), None),
-                };
-                let base = no_grad(|| x_mix.detach().matmul(&w_x))?;
-                let mut base = base.to_vec();
-                for row in base.chunks_exact_mut(width) {
-                    for (b, c) in row.iter_mut().zip(&bias) {
-                        *b += c;
-                    }
-                }
-                let k = HouseholderKernel::new(m.rank, d, m.alpha_scale, m.eps, base, w_h.map(|w| w.to_vec()))?;
+                let k = no_grad(|| m.kernel_from_base(&m.base(&x_mix.detach(), input)?, input))?;
                 Ok(if matches!(self, Mixer::Dplr(_)) { MixerKernel::Dplr(k) } else { MixerKernel::Householder(k) })
             }
         }
