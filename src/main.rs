@@ -99,6 +99,12 @@ struct BenchFixedPointArgs {
     /// JSON printed by benches/peers/fp_iter_jax.py (`jax_fp_iter_ms`), for fp_iter_speedup_over_jax.
     #[arg(long, conflicts_with = "peer_jax")]
     peer_json: Option<PathBuf>,
+    /// State sizes D (comma-separated; default 64,128,256).
+    #[arg(long, value_delimiter = ',')]
+    dims: Option<Vec<usize>>,
+    /// Sequence lengths T (comma-separated; default 64,256,1024,4096).
+    #[arg(long, value_delimiter = ',')]
+    lens: Option<Vec<usize>>,
     /// Run the JAX peer (python3 benches/peers/fp_iter_jax.py) first, at the same thread
     /// count, and record its time beside ours (needs python3 with jax).
     #[arg(long)]
@@ -571,6 +577,18 @@ fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
 
 fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
     let mut opts = fixpoint::bench::fixed_point::FixedPointOpts { reps: a.reps.max(1), ..Default::default() };
+    if let Some(v) = &a.dims {
+        if v.contains(&0) {
+            return Err("--dims must be positive".into());
+        }
+        opts.dims = v.clone();
+    }
+    if let Some(v) = &a.lens {
+        if v.contains(&0) {
+            return Err("--lens must be positive".into());
+        }
+        opts.lens = v.clone();
+    }
     let peer = match (&a.peer_json, a.peer_jax) {
         (Some(p), _) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;

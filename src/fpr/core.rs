@@ -122,8 +122,11 @@ impl FpCore {
                 k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
             }
         }
+        if self.batch < crate::cpu::par::threads() {
+            return self.two_pass(h, out, ws);
+        }
         let per = self.time * self.dim;
-        if self.batch >= crate::cpu::par::threads() {
+        {
             let pre = &ws.pre;
             let seqs = rows_per_task(per * (k.coef_len() + 4 * self.dim).div_ceil(self.dim.max(1)));
             crate::cpu::par::for_row_chunks_mut(out, per, seqs, crate::cpu::par::ELEMWISE_MIN, |b0, chunk| {
@@ -141,8 +144,33 @@ impl FpCore {
                     }
                 }
             });
+        }
+        Ok(())
+    }
+
+    /// [`FpCore::step`] in two passes over memory: all rows mixed and gated in parallel
+    /// into a buffer, then the diagonal scan. The same arithmetic as the fused pass (the
+    /// result is bit for bit the same); `step` uses it when there are fewer sequences
+    /// than threads, and the benchmark as the unfused reference.
+    pub fn step_two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        let n = self.batch * self.time * self.dim;
+        if h.len() != n || out.len() != n {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::step_two_pass",
+                message: format!("h ({}) and out ({}) must hold {n} values", h.len(), out.len()),
+            });
+        }
+        if n == 0 {
             return Ok(());
         }
+        if self.fixed.is_none() && !matches!(self.mixer, MixerKernel::Identity) {
+            self.mixer.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
+        }
+        self.two_pass(h, out, ws)
+    }
+
+    fn two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        let (k, n) = (&self.mixer, self.batch * self.time * self.dim);
         ws.u_scan.resize(n, 0.0);
         let d = self.dim;
         let pre = &ws.pre;
