@@ -102,26 +102,10 @@ impl FpCore {
     /// so the result does not depend on the path or the thread count).
     pub fn step(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
         let _p = crate::profile::fwd("fp_step");
-        let n = self.batch * self.time * self.dim;
-        if h.len() != n || out.len() != n {
-            return Err(Error::InvalidArgument {
-                op: "FpCore::step",
-                message: format!("h ({}) and out ({}) must hold {n} values", h.len(), out.len()),
-            });
-        }
-        if n == 0 {
+        if !self.begin("FpCore::step", h, out, ws)? {
             return Ok(());
         }
         let k = &self.mixer;
-        if self.fixed.is_none() && !matches!(k, MixerKernel::Identity) {
-            // The first iteration from zeros: shift(h)·W_h vanishes, `pre = base` exactly.
-            if k.uses_state() && h.iter().all(|&v| v == 0.0) {
-                ws.pre.clear();
-                ws.pre.extend_from_slice(k_base(k));
-            } else {
-                k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
-            }
-        }
         if self.batch < crate::cpu::par::threads() {
             return self.two_pass(h, out, ws);
         }
@@ -153,20 +137,33 @@ impl FpCore {
     /// result is bit for bit the same); `step` uses it when there are fewer sequences
     /// than threads, and the benchmark as the unfused reference.
     pub fn step_two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        if !self.begin("FpCore::step_two_pass", h, out, ws)? {
+            return Ok(());
+        }
+        self.two_pass(h, out, ws)
+    }
+
+    /// Check the sizes of `h` and `out` and compute the mixer's pre-activations for `h`
+    /// into `ws` (when `Q` depends on the state); false when there is nothing to compute.
+    fn begin(&self, op: &'static str, h: &[f32], out: &[f32], ws: &mut Workspace) -> Result<bool> {
         let n = self.batch * self.time * self.dim;
         if h.len() != n || out.len() != n {
             return Err(Error::InvalidArgument {
-                op: "FpCore::step_two_pass",
+                op,
                 message: format!("h ({}) and out ({}) must hold {n} values", h.len(), out.len()),
             });
         }
-        if n == 0 {
-            return Ok(());
+        let k = &self.mixer;
+        if n > 0 && self.fixed.is_none() && !matches!(k, MixerKernel::Identity) {
+            // The first iteration from zeros: shift(h)·W_h vanishes, `pre = base` exactly.
+            if k.uses_state() && h.iter().all(|&v| v == 0.0) {
+                ws.pre.clear();
+                ws.pre.extend_from_slice(k_base(k));
+            } else {
+                k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
+            }
         }
-        if self.fixed.is_none() && !matches!(self.mixer, MixerKernel::Identity) {
-            self.mixer.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
-        }
-        self.two_pass(h, out, ws)
+        Ok(n > 0)
     }
 
     fn two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
