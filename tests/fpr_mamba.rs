@@ -300,7 +300,7 @@ fn short_conv_and_glu_in_loop_have_their_gradients() {
     let f = |x: &[Tensor]| {
         blk.forward(&x[0], &SolverConfig::fp_mamba(), &run, Some(&y_star))?.out.mul(&w).map(|t| t.sum_all())
     };
-    assert_grads("fp-mamba short conv + glu_in_loop", f, &[u.clone()]);
+    assert_grads("fp-mamba short conv + glu_in_loop", f, std::slice::from_ref(&u));
     let inp = no_grad(|| blk.prepare(&u)).unwrap();
     let mut inp2 = inp.clone();
     inp2.z = inp.z.add_scalar(1.0);
