@@ -6,8 +6,9 @@
 //! ```
 //!
 //! One evaluation is one GEMM of the shifted state with the mixer's state weights (when
-//! `Q` depends on `h`), one fused pass over the rows (coefficients, `Q`, gating) and one
-//! diagonal scan, all batched over `(B, T)`.
+//! `Q` depends on `h`; skipped for the zero first iterate), then one pass over memory per
+//! sequence that computes each row's coefficients, applies `Q`, gates and takes the scan
+//! step with the previous output row as the carry (sequences in parallel).
 //!
 //! [`FpCore::solve_sequential`] computes the same fixed point token by token with the
 //! explicit dense recurrence of §2.2 (in f64): given `h_{t−1}`, `Q_t = M(x_t, h_{t−1})` and
