@@ -20,7 +20,7 @@ use fixpoint::data::images::Fit28;
 use fixpoint::data::synthetic_images::EmbeddedConfig;
 use fixpoint::dino::probes::{KnnVote, ProbeResult};
 use fixpoint::dino::{EncoderConfig, MlpEncoderConfig, VitConfig};
-use fixpoint::fpr::ModelKind;
+use fixpoint::fpr::{BackwardMode, KronNorm, MixerKind, ModelKind};
 use fixpoint::tasks::Task;
 use fixpoint::train::dino::{
     DataChoice, DinoHooks, EpochRecord, RunInfo, StepBench, StepInfo, bench_distill_step, train_dino,
@@ -97,8 +97,38 @@ struct BenchFixedPointArgs {
     #[arg(long, default_value_t = 5)]
     reps: usize,
     /// JSON printed by benches/peers/fp_iter_jax.py (`jax_fp_iter_ms`), for fp_iter_speedup_over_jax.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peer_jax")]
     peer_json: Option<PathBuf>,
+    /// State sizes D (comma-separated; default 64,128,256).
+    #[arg(long, value_delimiter = ',')]
+    dims: Option<Vec<usize>>,
+    /// Sequence lengths T (comma-separated; default 64,256,1024,4096).
+    #[arg(long, value_delimiter = ',')]
+    lens: Option<Vec<usize>>,
+    /// Run the JAX peer (python3 benches/peers/fp_iter_jax.py) first, at the same thread
+    /// count, and record its time beside ours (needs python3 with jax).
+    #[arg(long)]
+    peer_jax: bool,
+}
+
+/// Run `benches/peers/fp_iter_jax.py` at `threads` threads and return its JSON line.
+fn run_jax_peer(threads: usize) -> CliResult<Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/fp_iter_jax.py");
+    let script = if script.exists() { script } else { PathBuf::from("benches/peers/fp_iter_jax.py") };
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--threads", &threads.to_string(), "--batch", "8", "--dim", "128", "--time", "1024", "--rank", "2"])
+        .env("JAX_PLATFORMS", "cpu")
+        .output()
+        .map_err(|e| format!("cannot run python3 {}: {e}", script.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        return Err(format!("the JAX peer {} failed: {last}", script.display()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("the JAX peer printed no JSON line ({e}): {line:?}"))
 }
 
 #[derive(Args, Debug)]
@@ -313,15 +343,35 @@ struct FprnnArgs {
     /// z2 (parity), z60, a4, a5, s5, copy or arith.
     #[arg(long)]
     task: Option<String>,
-    /// fp-rnn, diagonal (Q = I), dense-seq, lstm (fp-mamba and mamba: Fixed point II).
+    /// fp-rnn, diagonal (Q = I), dense-seq, lstm, fp-mamba, mamba (Q = I, no y-dependence).
     #[arg(long)]
     model: Option<String>,
-    /// householder:R (fp-rnn, dense-seq); kronecker and dplr:R come with Fixed point II.
+    /// householder:R (fp-rnn, dense-seq, fp-mamba), kronecker (fp-rnn, dense-seq, fp-mamba),
+    /// dplr:R (fp-mamba only: DPLR is not contractive, spec §8.12).
     #[arg(long)]
     mixer: Option<String>,
-    /// one-step (implicit and phantom-K come with Fixed point II).
+    /// one-step, implicit or phantom-K (K >= 1): one for every layer, or one per layer
+    /// separated by commas.
     #[arg(long)]
     backward: Option<String>,
+    /// Kronecker normalisation (§8.2): spectral (default) or rows.
+    #[arg(long)]
+    kron_norm: Option<String>,
+    /// Householder alpha scale (§8.1): 2 (reference code, default) or 1 (paper).
+    #[arg(long)]
+    hh_alpha_scale: Option<f32>,
+    /// The short depthwise causal convolutions (kernel 4) of §4.2 / §4.3.
+    #[arg(long)]
+    short_conv: bool,
+    /// FP-Mamba: B and C do not depend on the shifted output (the Table 1 ablation).
+    #[arg(long)]
+    no_bc_y_dependence: bool,
+    /// FP-Mamba / Mamba: apply the SiLU(z) gate inside every iteration (glu_in_loop).
+    #[arg(long)]
+    glu_in_loop: bool,
+    /// N of the FP-Mamba / Mamba blocks.
+    #[arg(long)]
+    d_state: Option<usize>,
     /// Residual layers.
     #[arg(long)]
     layers: Option<usize>,
@@ -527,13 +577,37 @@ fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
 
 fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
     let mut opts = fixpoint::bench::fixed_point::FixedPointOpts { reps: a.reps.max(1), ..Default::default() };
-    if let Some(p) = &a.peer_json {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
-        opts.peer_jax_iter_ms =
-            Some(v["jax_fp_iter_ms"].as_f64().ok_or_else(|| format!("{}: no number jax_fp_iter_ms", p.display()))?);
+    if let Some(v) = &a.dims {
+        if v.contains(&0) {
+            return Err("--dims must be positive".into());
+        }
+        opts.dims = v.clone();
     }
-    let out = fixpoint::bench::fixed_point::run(&opts).map_err(|e| e.to_string())?;
+    if let Some(v) = &a.lens {
+        if v.contains(&0) {
+            return Err("--lens must be positive".into());
+        }
+        opts.lens = v.clone();
+    }
+    let peer = match (&a.peer_json, a.peer_jax) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))?)
+        }
+        (None, true) => Some(run_jax_peer(rayon::current_num_threads())?),
+        (None, false) => None,
+    };
+    if let Some(v) = &peer {
+        opts.peer_jax_iter_ms = Some(
+            v["jax_fp_iter_ms"].as_f64().ok_or_else(|| format!("the JAX peer gave no number jax_fp_iter_ms: {v}"))?,
+        );
+    }
+    let mut out = fixpoint::bench::fixed_point::run(&opts).map_err(|e| e.to_string())?;
+    if let Some(v) = peer {
+        out["jax_peer"] = v;
+        out["jax_peer"]["source"] =
+            json!(if a.peer_jax { "run by --peer-jax in this invocation" } else { "--peer-json" });
+    }
     for key in ["fp_iter_time_over_scan", "fp_fwd_speedup_over_dense_d256_t1024", "fp_iter_speedup_over_jax"] {
         if let Some(v) = out.get(key).and_then(Value::as_f64) {
             println!("{key:<40} {v:.3}");
@@ -545,16 +619,24 @@ fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
     Ok(())
 }
 
-const FP2: &str = "is built (fixpoint::fpr) but not wired into `fixpoint fprnn` yet";
-
-/// Parse `--model`: the kinds of `fpr::ModelKind`; `fp-mamba` and `mamba` are known but
-/// not built yet.
+/// Parse `--model`: the kinds of `fpr::ModelKind`.
 fn parse_model(s: &str) -> CliResult<ModelKind> {
-    match s {
-        "fp-mamba" | "mamba" => Err(format!("model {s} {FP2}")),
-        _ => ModelKind::parse(s)
-            .map_err(|_| format!("unknown model {s:?} (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm)")),
+    ModelKind::parse(s).map_err(|_| format!("unknown model {s:?} (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm)"))
+}
+
+/// Parse `--backward`: one mode, or one per layer separated by commas.
+fn parse_backward(s: &str, layers: usize) -> CliResult<Vec<BackwardMode>> {
+    let modes = s
+        .split(',')
+        .map(|m| {
+            BackwardMode::parse(m.trim())
+                .map_err(|_| format!("unknown backward {m:?} (one-step, implicit, phantom-K with K >= 1)"))
+        })
+        .collect::<CliResult<Vec<_>>>()?;
+    if modes.len() != 1 && modes.len() != layers {
+        return Err(format!("--backward names {} modes for {layers} layers (give one, or one per layer)", modes.len()));
     }
+    Ok(modes)
 }
 
 /// Apply `--mixer` to a config for `model`.
@@ -564,11 +646,13 @@ fn apply_mixer(c: &mut FprnnConfig, mixer: &str) -> CliResult<()> {
     let rank = |a: Option<&str>| -> CliResult<Option<usize>> {
         a.map(|a| a.parse::<usize>().map_err(|_| format!("bad mixer rank {a:?} in {mixer:?}"))).transpose()
     };
+    let with_mixer = matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba);
     match kind {
         "householder" | "h" => {
-            if !matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) {
+            if !with_mixer {
                 return Err(format!("mixer {mixer} is not allowed with model {} (it has no mixer)", model.name()));
             }
+            c.mixer = None;
             match rank(arg)? {
                 Some(0) => Err("the Householder rank must be at least 1".into()),
                 Some(r) => {
@@ -578,13 +662,29 @@ fn apply_mixer(c: &mut FprnnConfig, mixer: &str) -> CliResult<()> {
                 None => Ok(()),
             }
         }
+        "kronecker" | "k" if with_mixer => {
+            let norm = match arg {
+                None => KronNorm::Spectral,
+                Some(a) => {
+                    KronNorm::parse(a).map_err(|_| format!("bad Kronecker norm {a:?} in {mixer:?} (rows, spectral)"))?
+                }
+            };
+            c.mixer = Some(MixerKind::Kronecker { norm, detach_rho: false });
+            Ok(())
+        }
+        "dplr" if model == ModelKind::FpMamba => match rank(arg)? {
+            Some(0) => Err("the DPLR rank must be at least 1".into()),
+            r => {
+                c.mixer = Some(MixerKind::Dplr { rank: r.unwrap_or(c.rank) });
+                Ok(())
+            }
+        },
         "identity" | "none" if model == ModelKind::Diagonal || (kind == "none" && model == ModelKind::Lstm) => Ok(()),
         "identity" | "none" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
         "dplr" if matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) => Err(format!(
             "mixer {mixer} is not allowed with model {}: DPLR is not contractive (spec §4.4)",
             model.name()
         )),
-        "kronecker" | "k" | "dplr" if model == ModelKind::FpRnn => Err(format!("mixer {kind} {FP2}")),
         "kronecker" | "k" | "dplr" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
         _ => Err(format!("unknown mixer {mixer:?} (householder:R, kronecker, dplr:R)")),
     }
@@ -594,7 +694,11 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
     let model = match (&a.model, a.quick) {
         (Some(m), _) => parse_model(m)?,
         (None, true) => ModelKind::FpRnn,
-        (None, false) => return Err("--model is required (fp-rnn, diagonal, dense-seq, lstm) unless --quick".into()),
+        (None, false) => {
+            return Err(
+                "--model is required (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm) unless --quick".into()
+            );
+        }
     };
     let mut c = match (&a.task, a.quick) {
         (None, true) => FprnnConfig::quick(model),
@@ -607,17 +711,48 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
         }
         (None, false) => return Err("--task is required (z2, z60, a4, a5, s5, copy, arith) unless --quick".into()),
     };
-    if let Some(b) = &a.backward
-        && b != "one-step"
-    {
-        return Err(if b == "implicit" || b.starts_with("phantom") {
-            format!("backward {b} {FP2}")
-        } else {
-            format!("unknown backward {b:?} (one-step, implicit, phantom-K)")
-        });
+    if let Some(v) = a.layers {
+        c.n_layers = v;
+    }
+    if let Some(b) = &a.backward {
+        c.backward = parse_backward(b, c.n_layers)?;
+    }
+    if let Some(v) = a.hh_alpha_scale {
+        if v != 1.0 && v != 2.0 {
+            return Err(format!("--hh-alpha-scale must be 1 (paper) or 2 (reference code), got {v}"));
+        }
+        c.alpha_scale = v;
     }
     if let Some(m) = &a.mixer {
         apply_mixer(&mut c, m)?;
+    }
+    if let Some(n) = &a.kron_norm {
+        let norm = KronNorm::parse(n).map_err(|_| format!("unknown --kron-norm {n:?} (rows, spectral)"))?;
+        match &mut c.mixer {
+            Some(MixerKind::Kronecker { norm: m, .. }) => *m = norm,
+            _ => return Err("--kron-norm needs --mixer kronecker".into()),
+        }
+    }
+    let mamba = matches!(c.model, ModelKind::FpMamba | ModelKind::Mamba);
+    if a.no_bc_y_dependence {
+        if c.model != ModelKind::FpMamba {
+            return Err(format!("--no-bc-y-dependence is for fp-mamba, not {}", c.model.name()));
+        }
+        c.bc_y_dependence = false;
+    }
+    if a.glu_in_loop && !mamba {
+        return Err(format!("--glu-in-loop is for fp-mamba and mamba, not {}", c.model.name()));
+    }
+    c.glu_in_loop = a.glu_in_loop;
+    if a.short_conv && matches!(c.model, ModelKind::Lstm) {
+        return Err("--short-conv is not allowed with model lstm".into());
+    }
+    c.short_conv = a.short_conv;
+    if let Some(v) = a.d_state {
+        if !mamba {
+            return Err(format!("--d-state is for fp-mamba and mamba, not {}", c.model.name()));
+        }
+        c.d_state = v;
     }
     if let Some(n) = a.train_len {
         c.task.set_train_len(n).map_err(|e| e.to_string())?;
@@ -637,9 +772,6 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
         }
         c.steps = v as usize;
         c.warmup = c.warmup.min(c.steps / 10);
-    }
-    if let Some(v) = a.layers {
-        c.n_layers = v;
     }
     if let Some(v) = a.d_model {
         c.d_model = v;
@@ -710,16 +842,16 @@ fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
         let info = t.step().map_err(e)?;
         last_loss = info.loss;
         let step = t.step_index() as u64;
-        run.log(
-            step,
-            &[
-                ("loss", info.loss as f64),
-                ("lr", lr as f64),
-                ("token_acc", info.token_acc),
-                ("iterations", info.iterations),
-            ],
-        )
-        .map_err(e)?;
+        let mut fields = vec![
+            ("loss", info.loss as f64),
+            ("lr", lr as f64),
+            ("token_acc", info.token_acc),
+            ("iterations", info.iterations),
+        ];
+        if let Some(i) = info.adjoint_iterations {
+            fields.push(("adjoint_iterations", i));
+        }
+        run.log(step, &fields).map_err(e)?;
         if t.val_due() {
             let v = t.validate().map_err(e)?;
             let mut fields = vec![("val_seq_acc", v.seq_acc), ("val_token_acc", v.token_acc)];
