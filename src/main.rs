@@ -336,8 +336,9 @@ struct FprnnArgs {
     /// Print one JSON object as the last line of stdout (the same as summary.json).
     #[arg(long)]
     json: bool,
-    /// The quick preset: A4, length 16, 1 layer, d 64, D 128, Householder rank 4, batch 128,
-    /// lr 1e-3 (100 warm-up steps, cosine), lmax 16 (other flags override it).
+    /// The quick preset: A4, length 16, 1 layer, d 64, D 128, Householder rank 4 with the
+    /// paper's alpha scale 1, batch 128, lr 1e-3 (100 warm-up steps, cosine), lmax 16, 3000
+    /// steps (other flags override it).
     #[arg(long)]
     quick: bool,
     /// z2 (parity), z60, a4, a5, s5, copy or arith.
