@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
-//! fixpoint dino [--data D] [--student mlp|vit] [--quick] [--json] ...  random-teacher distillation
+//! fixpoint dino [--data D] [--student mlp|vit|vgg11|resnet18] [--quick] [--json] ...  random-teacher distillation
 //! fixpoint fprnn --task TASK --model MODEL [--quick] ...       Fixed-Point RNN experiments
 //! fixpoint reproduce [--quick] [--json]                       run every job, print a table
 //! ```
@@ -135,9 +135,12 @@ struct DinoArgs {
     /// How 28x28 images become 32x32: resize (bilinear) or pad.
     #[arg(long)]
     fit28: Option<String>,
-    /// mlp or vit.
+    /// mlp, vit, vgg11 (no BN) or resnet18 (CIFAR stem, BN).
     #[arg(long)]
     student: Option<String>,
+    /// Channel multiplier of the vgg11/resnet18 students (e.g. 0.25 for quick runs).
+    #[arg(long)]
+    width_mult: Option<f64>,
     /// Student interpolation factor: 0 = the teacher, 1 = an independent network.
     #[arg(long)]
     alpha: Option<f64>,
@@ -909,7 +912,12 @@ fn dino_config(a: &DinoArgs) -> CliResult<DinoConfig> {
             v.mlp_dim = a.vit_mlp_dim.unwrap_or(4 * v.dim);
             c.encoder = EncoderConfig::Vit(v);
         }
-        Some(other) => return Err(format!("unknown --student {other:?} (mlp, vit)")),
+        Some(name @ ("vgg11" | "resnet18")) => {
+            let cc = fixpoint::dino::ConvNetConfig { width_mult: a.width_mult.unwrap_or(1.0) };
+            cc.validate("--width-mult").map_err(|e| e.to_string())?;
+            c.encoder = if name == "vgg11" { EncoderConfig::Vgg11(cc) } else { EncoderConfig::ResNet18(cc) };
+        }
+        Some(other) => return Err(format!("unknown --student {other:?} (mlp, vit, vgg11, resnet18)")),
     }
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { c.$field = v; } )* };
@@ -1089,6 +1097,9 @@ impl DinoHooks for HarnessHooks {
         let mut ck = run.checkpoint(self.last_step).with_meta("epoch", e.epoch.to_string());
         for (name, p) in student.params() {
             ck = ck.with_param(name, p);
+        }
+        for (name, b) in student.encoder.buffers() {
+            ck = ck.with_param(format!("encoder.{name}"), &b);
         }
         let saved = if e.epoch > 0 { run.save_checkpoint(&ck).map(|_| ()) } else { Ok(()) };
         self.keep(r);

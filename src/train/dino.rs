@@ -451,7 +451,12 @@ fn distill_step(
     log_kl: bool,
 ) -> Result<(f32, f64, f64)> {
     let probs = method::teacher_probs(t_logits, loss_cfg, center.as_deref())?;
-    let s_logits = student.forward(x)?;
+    // The student's BatchNorms (if any) use batch statistics in its training pass only;
+    // probes and the teacher run in eval mode (spec §2, §8.2).
+    student.train(true);
+    let s_logits = student.forward(x);
+    student.train(false);
+    let s_logits = s_logits?;
     let kl = if log_kl {
         no_grad(|| method::kl_f64(t_logits, &s_logits.detach(), loss_cfg, center.as_deref()))?
     } else {
