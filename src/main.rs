@@ -86,6 +86,9 @@ enum BenchCommand {
     /// backward per backward option, dense and Woodbury baselines (peak memory:
     /// `cargo bench --bench fixed_point`, which has a counting allocator).
     FixedPoint(BenchFixedPointArgs),
+    /// conv2d forward+backward on the VGG11 layer shapes against the sgemms of each
+    /// layer's im2col shape; optionally the VGG11 distillation step (--step-steps).
+    Conv(fixpoint::bench::conv::BenchConvArgs),
 }
 
 #[derive(Args, Debug)]
@@ -1455,6 +1458,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
         Command::Runs(c) => cmd_runs(c),
         Command::Bench(BenchCommand::FixedPoint(a)) => cmd_bench_fixed_point(a),
+        Command::Bench(BenchCommand::Conv(a)) => fixpoint::bench::conv::bench_conv_cli(a),
     })
     .and_then(|r| r);
     if fixpoint::profile::enabled() {
