@@ -4,6 +4,7 @@
 //! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
 //! fixpoint dino [--data D] [--student mlp|vit|vgg11|resnet18] [--quick] [--json] ...  random-teacher distillation
 //! fixpoint fprnn --task TASK --model MODEL [--quick] ...       Fixed-Point RNN experiments
+//! fixpoint tickets|lmc --checkpoint CKPT [--width-mult 0.25] ...   lottery tickets / mode connectivity
 //! fixpoint reproduce [--quick] [--json]                       run every job, print a table
 //! ```
 //!
@@ -59,6 +60,12 @@ enum Command {
     /// otherwise): the smoke preset with --quick, the `dino --quick` preset (about
     /// 10 minutes on 2 cores) without.
     Reproduce(ReproduceArgs),
+    /// Lottery tickets: iterative magnitude pruning with rewinding (20% per round) of a
+    /// distilled conv student (--checkpoint) and of a random initialisation.
+    Tickets(fixpoint::train::tickets::AnalysisArgs),
+    /// Linear mode connectivity: loss and accuracy between two supervised children of a
+    /// distilled conv student (--checkpoint) and of a random initialisation.
+    Lmc(fixpoint::train::tickets::AnalysisArgs),
     /// Benchmarks whose figures are ratios against baselines measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -1454,6 +1461,8 @@ fn main() -> ExitCode {
         Command::Dino(a) => cmd_dino(a),
         Command::Fprnn(a) => cmd_fprnn(a),
         Command::Reproduce(a) => cmd_reproduce(a),
+        Command::Tickets(a) => fixpoint::train::tickets::analysis_cli(a, false),
+        Command::Lmc(a) => fixpoint::train::tickets::analysis_cli(a, true),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
         Command::Runs(c) => cmd_runs(c),

@@ -385,8 +385,9 @@ pub fn load_data(cfg: &DinoConfig) -> Result<RunData> {
 /// Batch size of no-grad passes (embeddings, teacher cache).
 const EVAL_BATCH: usize = 256;
 
-/// `f(images of a batch)` for every batch of `set`, rows concatenated.
-fn map_batches(set: &ImageSet, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(Vec<f32>, usize)> {
+/// `f(images of a batch)` for every batch of `set` (no grad), rows concatenated;
+/// returns the rows and the row length.
+pub fn map_batches(set: &ImageSet, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(Vec<f32>, usize)> {
     let mut out = Vec::new();
     let mut dim = 0;
     no_grad(|| -> Result<()> {
