@@ -11,7 +11,15 @@ use proptest::prelude::*;
 
 /// Direct convolution in f64: `[B, O, Ho, Wo]`.
 #[allow(clippy::too_many_arguments)]
-fn conv_ref(x: &[f32], dims: [usize; 4], w: &[f32], wd: [usize; 4], bias: Option<&[f32]>, s: usize, pad: usize) -> Vec<f64> {
+fn conv_ref(
+    x: &[f32],
+    dims: [usize; 4],
+    w: &[f32],
+    wd: [usize; 4],
+    bias: Option<&[f32]>,
+    s: usize,
+    pad: usize,
+) -> Vec<f64> {
     let [b, c, h, wi] = dims;
     let [o, _, kh, kw] = wd;
     let ho = (h + 2 * pad - kh) / s + 1;
@@ -43,7 +51,19 @@ fn conv_ref(x: &[f32], dims: [usize; 4], w: &[f32], wd: [usize; 4], bias: Option
     out
 }
 
-fn check_conv(b: usize, c: usize, h: usize, w: usize, o: usize, k: usize, s: usize, pad: usize, bias: bool, grads: bool) {
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    bias: bool,
+    grads: bool,
+) {
     let mut rng = Rng::new((b * 1000 + c * 100 + h * 10 + w + o + k * 7 + s * 3 + pad) as u64);
     let x = rand_tensor(&[b, c, h, w], -1.0, 1.0, &mut rng);
     let wt = rand_tensor(&[o, c, k, k], -0.5, 0.5, &mut rng);
@@ -224,14 +244,22 @@ fn global_avg_pool_and_flatten() {
     let mut rng = Rng::new(4);
     let x = rand_tensor(&[2, 3, 3, 5], -1.0, 1.0, &mut rng);
     let v = x.to_vec();
-    let want: Vec<f64> = (0..6).map(|p| v[p * 15..(p + 1) * 15].iter().map(|&a| a as f64).sum::<f64>() / 15.0).collect();
+    let want: Vec<f64> =
+        (0..6).map(|p| v[p * 15..(p + 1) * 15].iter().map(|&a| a as f64).sum::<f64>() / 15.0).collect();
     assert_close("global_avg_pool2d", &x.global_avg_pool2d().unwrap().to_vec(), &want, 1e-6, 1e-6);
-    assert_grads("global_avg_pool2d grad", |t| t[0].global_avg_pool2d(), &[x.clone()]);
+    assert_grads("global_avg_pool2d grad", |t| t[0].global_avg_pool2d(), std::slice::from_ref(&x));
     assert_eq!(x.flatten().unwrap().shape(), [2, 45]);
 }
 
 /// f64 batch norm reference; returns (y, batch mean, unbiased var).
-fn bn_ref(x: &[f32], [b, c, h, w]: [usize; 4], g: &[f32], bt: &[f32], stats: Option<(&[f32], &[f32])>, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn bn_ref(
+    x: &[f32],
+    [b, c, h, w]: [usize; 4],
+    g: &[f32],
+    bt: &[f32],
+    stats: Option<(&[f32], &[f32])>,
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let hw = h * w;
     let n = (b * hw) as f64;
     let mut mean = vec![0.0; c];
@@ -301,6 +329,7 @@ fn batch_norm2d_rejects_bad_shapes() {
         .batch_norm2d(&Tensor::ones([3]), &Tensor::zeros([3]), BnMode::Eval { mean: &[0.0; 2], var: &[1.0; 3] }, 1e-5)
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
-    let e = Tensor::zeros([2, 3]).batch_norm2d(&Tensor::ones([3]), &Tensor::zeros([3]), BnMode::Train, 1e-5).unwrap_err();
+    let e =
+        Tensor::zeros([2, 3]).batch_norm2d(&Tensor::ones([3]), &Tensor::zeros([3]), BnMode::Train, 1e-5).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
 }

@@ -13,7 +13,11 @@ use fixpoint::{Rng, Tensor};
 fn tiny_cfg(encoder: EncoderConfig) -> AnalysisConfig {
     AnalysisConfig {
         encoder,
-        data: DataChoice::Embedded(EmbeddedConfig { train_per_class: 4, test_per_class: 2, ..EmbeddedConfig::default() }),
+        data: DataChoice::Embedded(EmbeddedConfig {
+            train_per_class: 4,
+            test_per_class: 2,
+            ..EmbeddedConfig::default()
+        }),
         data_seed: 0,
         train_size: Some(40),
         test_size: Some(20),
@@ -54,7 +58,8 @@ fn global_pruning_removes_the_smallest_surviving_weights() {
     assert!((sparsity(&masks) - 0.36).abs() < 2.0 / total as f64, "{}", sparsity(&masks));
     let mut pruned = model.clone();
     apply_masks(&mut pruned, &masks);
-    let zeros: usize = masks.iter().map(|(i, _)| pruned.params()[*i].1.to_vec().iter().filter(|v| **v == 0.0).count()).sum();
+    let zeros: usize =
+        masks.iter().map(|(i, _)| pruned.params()[*i].1.to_vec().iter().filter(|v| **v == 0.0).count()).sum();
     assert!(zeros >= (0.36 * total as f64) as usize - 2);
 }
 
@@ -63,13 +68,26 @@ fn barrier_and_interpolation_end_points() {
     let xs = [0.0, 0.5, 1.0];
     assert!((barrier(&xs, &[1.0, 3.0, 2.0]) - 1.5).abs() < 1e-12);
     assert!(barrier(&xs, &[1.0, 1.5, 2.0]).abs() < 1e-12, "a straight line has no barrier");
-    let a = Classifier::new(Encoder::new(&EncoderConfig::ResNet18(ConvNetConfig { width_mult: 0.0625 }), &mut Rng::new(1)).unwrap(), 10, 0);
-    let mut b = Classifier::new(Encoder::new(&EncoderConfig::ResNet18(ConvNetConfig { width_mult: 0.0625 }), &mut Rng::new(2)).unwrap(), 10, 1);
+    let a = Classifier::new(
+        Encoder::new(&EncoderConfig::ResNet18(ConvNetConfig { width_mult: 0.0625 }), &mut Rng::new(1)).unwrap(),
+        10,
+        0,
+    );
+    let mut b = Classifier::new(
+        Encoder::new(&EncoderConfig::ResNet18(ConvNetConfig { width_mult: 0.0625 }), &mut Rng::new(2)).unwrap(),
+        10,
+        1,
+    );
     b.encoder.train(true);
     b.encoder.forward(&Tensor::ones([2, 3, 8, 8])).unwrap(); // move b's running statistics
     b.encoder.train(false);
     let bits = |m: &Classifier| -> Vec<u32> {
-        m.params().iter().flat_map(|(_, p)| p.to_vec()).chain(m.encoder.buffers().iter().flat_map(|(_, t)| t.to_vec())).map(f32::to_bits).collect()
+        m.params()
+            .iter()
+            .flat_map(|(_, p)| p.to_vec())
+            .chain(m.encoder.buffers().iter().flat_map(|(_, t)| t.to_vec()))
+            .map(f32::to_bits)
+            .collect()
     };
     assert_eq!(bits(&interpolate_models(&a, &b, 0.0).unwrap()), bits(&a));
     assert_eq!(bits(&interpolate_models(&a, &b, 1.0).unwrap()), bits(&b));

@@ -171,7 +171,10 @@ impl Default for ConvNetConfig {
 impl ConvNetConfig {
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
-            return Err(Error::InvalidArgument { op, message: format!("width_mult must be > 0, got {}", self.width_mult) });
+            return Err(Error::InvalidArgument {
+                op,
+                message: format!("width_mult must be > 0, got {}", self.width_mult),
+            });
         }
         Ok(())
     }
@@ -231,7 +234,11 @@ impl Vgg {
         let mut h = x.clone();
         let mut convs = self.convs.iter();
         for &v in &VGG11_CFG {
-            h = if v == 0 { h.max_pool2d(2, 2)? } else { convs.next().expect("one conv per entry").1.forward(&h)?.relu() };
+            h = if v == 0 {
+                h.max_pool2d(2, 2)?
+            } else {
+                convs.next().expect("one conv per entry").1.forward(&h)?.relu()
+            };
         }
         h.flatten()
     }

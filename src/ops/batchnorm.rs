@@ -85,8 +85,9 @@ impl Backward for BatchNorm2dBackward {
         let xh = self.xhat.contiguous_data();
         let plane = |p: usize| p * hw..(p + 1) * hw;
         let dbeta = channel_sums(b, c, hw, |p, _| g[plane(p)].iter().map(|&v| v as f64).sum());
-        let dgamma =
-            channel_sums(b, c, hw, |p, _| g[plane(p)].iter().zip(&xh[plane(p)]).map(|(&a, &x)| a as f64 * x as f64).sum());
+        let dgamma = channel_sums(b, c, hw, |p, _| {
+            g[plane(p)].iter().zip(&xh[plane(p)]).map(|(&a, &x)| a as f64 * x as f64).sum()
+        });
         let dx = needs[0].then(|| {
             let mut dx = crate::storage::buffer(g.len());
             let n = (b * hw) as f64;
@@ -150,7 +151,10 @@ impl Tensor {
             });
         }
         if matches!(mode, BnMode::Train) && n == 0 {
-            return Err(Error::InvalidArgument { op: OP, message: "train mode needs at least one value per channel".into() });
+            return Err(Error::InvalidArgument {
+                op: OP,
+                message: "train mode needs at least one value per channel".into(),
+            });
         }
         let x = self.contiguous_data();
         let plane = |p: usize| p * hw..(p + 1) * hw;
@@ -160,7 +164,8 @@ impl Tensor {
                     .into_iter()
                     .map(|s| s / n as f64)
                     .collect();
-                let ss = channel_sums(b, c, hw, |p, ch| x[plane(p)].iter().map(|&v| (v as f64 - mean[ch]).powi(2)).sum());
+                let ss =
+                    channel_sums(b, c, hw, |p, ch| x[plane(p)].iter().map(|&v| (v as f64 - mean[ch]).powi(2)).sum());
                 let var: Vec<f64> = ss.iter().map(|s| s / n as f64).collect();
                 let unbiased = ss.iter().map(|s| (s / (n.max(2) - 1) as f64) as f32).collect();
                 let stats = BnBatchStats { mean: mean.iter().map(|&m| m as f32).collect(), var_unbiased: unbiased };

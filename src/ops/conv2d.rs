@@ -231,7 +231,14 @@ pub fn conv2d_forward(s: &Conv2dSpec, x: &[f32], w: &[f32], bias: Option<&[f32]>
 
 /// Backward kernel: `dx` (when wanted) and `dw` (`[O, K]`, when wanted) from the
 /// upstream gradient `g` (`[B, O, H_out, W_out]`).
-pub fn conv2d_backward(s: &Conv2dSpec, g: &[f32], x: &[f32], w: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+pub fn conv2d_backward(
+    s: &Conv2dSpec,
+    g: &[f32],
+    x: &[f32],
+    w: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+) {
     let (p, k, o) = (s.p(), s.k(), s.c_out);
     let nb = s.images_per_block();
     let blocks = s.batch.div_ceil(nb);

@@ -337,10 +337,18 @@ pub fn barrier(xs: &[f64], ys: &[f64]) -> f64 {
 
 /// Train two children of `parent` (data orders from `seed + 1`, `seed + 2`) and evaluate
 /// `points` models along the line between them.
-pub fn linear_mode_connectivity(cfg: &AnalysisConfig, s: &Splits, parent: &Encoder, points: usize) -> Result<LmcReport> {
+pub fn linear_mode_connectivity(
+    cfg: &AnalysisConfig,
+    s: &Splits,
+    parent: &Encoder,
+    points: usize,
+) -> Result<LmcReport> {
     cfg.validate()?;
     if points < 2 {
-        return Err(Error::InvalidArgument { op: "linear_mode_connectivity", message: "need at least 2 points".into() });
+        return Err(Error::InvalidArgument {
+            op: "linear_mode_connectivity",
+            message: "need at least 2 points".into(),
+        });
     }
     let p = Classifier::new(parent.clone(), s.train.classes, cfg.seed);
     let mut children = Vec::new();
