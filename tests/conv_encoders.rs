@@ -184,3 +184,35 @@ fn buffers_round_trip() {
     let vgg = Encoder::new(&EncoderConfig::Vgg11(width(0.125)), &mut Rng::new(4)).unwrap();
     assert!(vgg.buffers().is_empty());
 }
+
+#[test]
+fn dino_job_runs_with_conv_students() {
+    use fixpoint::data::synthetic_images::EmbeddedConfig;
+    use fixpoint::train::dino::{DataChoice, DinoConfig, train_dino};
+    for enc in [EncoderConfig::Vgg11(width(0.0625)), EncoderConfig::ResNet18(width(0.0625))] {
+        let cfg = DinoConfig {
+            data: DataChoice::Embedded(EmbeddedConfig { train_per_class: 10, test_per_class: 5, noise: 0.5 }),
+            train_size: Some(100),
+            probe_train_size: Some(100),
+            probe_test_size: Some(50),
+            encoder: enc.clone(),
+            head_hidden: vec![32],
+            bottleneck: 16,
+            out_dim: 64,
+            epochs: 1,
+            batch_size: 50,
+            ..DinoConfig::default()
+        };
+        let r = train_dino(&cfg, &mut ()).unwrap();
+        assert_eq!(r.losses.len(), 2, "{}", enc.name());
+        assert!(r.kls.iter().all(|k| k.is_finite() && *k >= 0.0));
+        assert!(r.kls[1] > 0.0, "{}: the student moved away from the teacher", enc.name());
+        // Same config, same run (the BN running statistics included).
+        let again = train_dino(&cfg, &mut ()).unwrap();
+        assert_eq!(again.kls, r.kls);
+        let probes = |r: &fixpoint::train::DinoReport| -> Vec<_> {
+            r.history.iter().map(|e| (e.teacher, e.student, e.pixels, e.mean_kl.to_bits())).collect()
+        };
+        assert_eq!(probes(&again), probes(&r));
+    }
+}
