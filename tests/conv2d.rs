@@ -333,3 +333,31 @@ fn batch_norm2d_rejects_bad_shapes() {
         Tensor::zeros([2, 3]).batch_norm2d(&Tensor::ones([3]), &Tensor::zeros([3]), BnMode::Train, 1e-5).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
 }
+
+#[test]
+fn avg_pool2d_forward_and_grads() {
+    for (dims, k, s) in [([2, 3, 4, 4], 2, 2), ([1, 2, 5, 7], 3, 2), ([2, 1, 7, 5], 2, 1), ([1, 1, 3, 3], 3, 1)] {
+        let mut rng = Rng::new(dims.iter().product::<usize>() as u64);
+        let x = rand_tensor(&dims, -1.0, 1.0, &mut rng);
+        let [b, c, h, w] = dims;
+        let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
+        let v = x.to_vec();
+        let mut want = Vec::new();
+        for p in 0..b * c {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut acc = 0.0f64;
+                    for a in 0..k {
+                        for q in 0..k {
+                            acc += v[p * h * w + (i * s + a) * w + j * s + q] as f64;
+                        }
+                    }
+                    want.push(acc / (k * k) as f64);
+                }
+            }
+        }
+        assert_close("avg_pool2d", &x.avg_pool2d(k, s).unwrap().to_vec(), &want, 1e-6, 1e-6);
+        assert_grads("avg_pool2d grad", |t| t[0].avg_pool2d(k, s), &[x]);
+    }
+    assert!(matches!(Tensor::zeros([1, 1, 2, 2]).avg_pool2d(3, 1).unwrap_err(), Error::InvalidArgument { .. }));
+}

@@ -3,6 +3,8 @@
 //! * `max_pool2d(k, s)`: `y[b, c, i, j] = max_{p,q<k} x[b, c, i·s + p, j·s + q]` (no
 //!   padding, floor mode). The backward sends each output's gradient to the position of
 //!   its maximum (the first one in row-major window order on ties, as PyTorch).
+//! * `avg_pool2d(k, s)`: the window mean (no padding, floor mode); backward spreads
+//!   `g / k²` over each window.
 //! * `global_avg_pool2d()`: `[B, C, H, W] → [B, C]`, the mean over `H, W` (adaptive
 //!   average pooling to 1×1 followed by flatten).
 //!
@@ -63,31 +65,33 @@ fn window_argmax(s: &PoolSpec, xp: &[f32], i: usize, j: usize) -> usize {
     at
 }
 
-/// Forward kernel: `y` (`[planes, H_out, W_out]`) from `x` (`[planes, H, W]`).
-pub fn max_pool2d_forward(s: &PoolSpec, x: &[f32], y: &mut [f32]) {
+/// `y[plane, i, j] = f(x plane, i, j)` over fixed chunks of planes.
+fn pool_forward(s: &PoolSpec, x: &[f32], y: &mut [f32], f: impl Fn(&[f32], usize, usize) -> f32 + Sync + Send) {
     let (ho, wo) = (s.h_out(), s.w_out());
-    let plane_out = ho * wo;
-    if plane_out == 0 {
+    if ho * wo == 0 {
         return;
     }
-    let rows = crate::cpu::par::rows_for(plane_out, crate::cpu::par::ELEMWISE_CHUNK);
-    crate::cpu::par::for_row_chunks_mut(y, plane_out, rows, crate::cpu::par::ELEMWISE_MIN, |p0, out| {
-        for (pi, yp) in out.chunks_exact_mut(plane_out).enumerate() {
+    let rows = crate::cpu::par::rows_for(ho * wo, crate::cpu::par::ELEMWISE_CHUNK);
+    crate::cpu::par::for_row_chunks_mut(y, ho * wo, rows, crate::cpu::par::ELEMWISE_MIN, |p0, out| {
+        for (pi, yp) in out.chunks_exact_mut(ho * wo).enumerate() {
             let xp = &x[(p0 + pi) * s.h * s.w..][..s.h * s.w];
-            for i in 0..ho {
-                for j in 0..wo {
-                    yp[i * wo + j] = xp[window_argmax(s, xp, i, j)];
-                }
+            for (o, yv) in yp.iter_mut().enumerate() {
+                *yv = f(xp, o / wo, o % wo);
             }
         }
     });
 }
 
-/// Backward kernel: `dx` (every element written) from `g` and the input `x` (the
-/// argmax is recomputed: no index buffer is kept between the passes).
-pub fn max_pool2d_backward(s: &PoolSpec, g: &[f32], x: &[f32], dx: &mut [f32]) {
-    let plane_in = s.h * s.w;
-    let (ho, wo) = (s.h_out(), s.w_out());
+/// `dx` (zeroed, then every output's `f(x plane, dx plane, i, j, g)`) over fixed chunks
+/// of planes; `x` may be empty when `f` does not read it.
+fn pool_backward(
+    s: &PoolSpec,
+    g: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    f: impl Fn(&[f32], &mut [f32], usize, usize, f32) + Sync + Send,
+) {
+    let (plane_in, ho, wo) = (s.h * s.w, s.h_out(), s.w_out());
     if plane_in == 0 {
         return;
     }
@@ -96,32 +100,87 @@ pub fn max_pool2d_backward(s: &PoolSpec, g: &[f32], x: &[f32], dx: &mut [f32]) {
         out.fill(0.0);
         for (pi, dp) in out.chunks_exact_mut(plane_in).enumerate() {
             let plane = p0 + pi;
-            let xp = &x[plane * plane_in..][..plane_in];
-            let gp = &g[plane * ho * wo..][..ho * wo];
-            for i in 0..ho {
-                for j in 0..wo {
-                    dp[window_argmax(s, xp, i, j)] += gp[i * wo + j];
-                }
+            let xp = x.get(plane * plane_in..(plane + 1) * plane_in).unwrap_or(&[]);
+            for (o, &gv) in g[plane * ho * wo..][..ho * wo].iter().enumerate() {
+                f(xp, dp, o / wo, o % wo, gv);
             }
         }
     });
 }
 
-struct MaxPool2dBackward {
-    spec: PoolSpec,
-    x: Tensor,
+/// Max-pool forward kernel: `y` (`[planes, H_out, W_out]`) from `x` (`[planes, H, W]`).
+pub fn max_pool2d_forward(s: &PoolSpec, x: &[f32], y: &mut [f32]) {
+    pool_forward(s, x, y, |xp, i, j| xp[window_argmax(s, xp, i, j)]);
 }
 
-impl Backward for MaxPool2dBackward {
+/// Max-pool backward kernel: `dx` (every element written) from `g` and the input `x`
+/// (the argmax is recomputed: no index buffer is kept between the passes).
+pub fn max_pool2d_backward(s: &PoolSpec, g: &[f32], x: &[f32], dx: &mut [f32]) {
+    pool_backward(s, g, x, dx, |xp, dp, i, j, gv| dp[window_argmax(s, xp, i, j)] += gv);
+}
+
+/// Row offsets of the `k` window rows of output `(i, j)` in a plane.
+fn window_rows(s: &PoolSpec, i: usize, j: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..s.k).map(move |p| (i * s.stride + p) * s.w + j * s.stride)
+}
+
+/// Average-pool forward kernel: `y` (`[planes, H_out, W_out]`) from `x`.
+pub fn avg_pool2d_forward(s: &PoolSpec, x: &[f32], y: &mut [f32]) {
+    let inv = 1.0 / (s.k * s.k) as f32;
+    pool_forward(s, x, y, |xp, i, j| {
+        window_rows(s, i, j).map(|r| xp[r..r + s.k].iter().sum::<f32>()).sum::<f32>() * inv
+    });
+}
+
+/// Average-pool backward kernel: `dx` (every element written) from `g`.
+pub fn avg_pool2d_backward(s: &PoolSpec, g: &[f32], dx: &mut [f32]) {
+    let inv = 1.0 / (s.k * s.k) as f32;
+    pool_backward(s, g, &[], dx, |_, dp, i, j, gv| {
+        for r in window_rows(s, i, j) {
+            dp[r..r + s.k].iter_mut().for_each(|d| *d += gv * inv);
+        }
+    });
+}
+
+/// Validated spec and output shape of a `k×k`, stride-`stride` pooling of `x`.
+fn pool_spec(op: &'static str, x: &Tensor, k: usize, stride: usize) -> Result<(PoolSpec, Shape)> {
+    let &[b, c, h, w] = x.shape() else {
+        return Err(Error::InvalidArgument {
+            op,
+            message: format!("input must be [B, C, H, W], got {}", x.shape_obj()),
+        });
+    };
+    if k == 0 || stride == 0 || k > h || k > w {
+        return Err(Error::InvalidArgument {
+            op,
+            message: format!("window {k} with stride {stride} does not fit input {}", x.shape_obj()),
+        });
+    }
+    let spec = PoolSpec { planes: b * c, h, w, k, stride };
+    Ok((spec, Shape::new([b, c, spec.h_out(), spec.w_out()])))
+}
+
+/// Backward of both poolings: max pooling keeps its input (the argmax is recomputed),
+/// average pooling needs the shape only.
+struct Pool2dBackward {
+    spec: PoolSpec,
+    /// The max-pool input; `None` for average pooling.
+    x: Option<Tensor>,
+    in_shape: Shape,
+}
+
+impl Backward for Pool2dBackward {
     fn name(&self) -> &'static str {
-        "max_pool2d"
+        if self.x.is_some() { "max_pool2d" } else { "avg_pool2d" }
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let g = g.contiguous_data();
-        let x = self.x.contiguous_data();
-        let mut dx = crate::storage::buffer(x.len());
-        max_pool2d_backward(&self.spec, &g, &x, &mut dx);
-        Ok(vec![Some(Tensor::from_parts(dx, self.x.shape_obj().clone()))])
+        let mut dx = crate::storage::buffer(self.in_shape.numel());
+        match &self.x {
+            Some(x) => max_pool2d_backward(&self.spec, &g, &x.contiguous_data(), &mut dx),
+            None => avg_pool2d_backward(&self.spec, &g, &mut dx),
+        }
+        Ok(vec![Some(Tensor::from_parts(dx, self.in_shape.clone()))])
     }
 }
 
@@ -137,27 +196,41 @@ impl Tensor {
     /// ```
     pub fn max_pool2d(&self, k: usize, stride: usize) -> Result<Tensor> {
         let _p = crate::profile::fwd("max_pool2d");
-        let &[b, c, h, w] = self.shape() else {
-            return Err(Error::InvalidArgument {
-                op: "max_pool2d",
-                message: format!("input must be [B, C, H, W], got {}", self.shape_obj()),
-            });
-        };
-        if k == 0 || stride == 0 || k > h || k > w {
-            return Err(Error::InvalidArgument {
-                op: "max_pool2d",
-                message: format!("window {k} with stride {stride} does not fit input {}", self.shape_obj()),
-            });
-        }
-        let spec = PoolSpec { planes: b * c, h, w, k, stride };
-        let out_shape = Shape::new([b, c, spec.h_out(), spec.w_out()]);
+        self.pool2d(k, stride, true)
+    }
+
+    /// Average pooling of `[B, C, H, W]` with a `k×k` window and stride `stride` (no
+    /// padding); output `[B, C, (H − k)/s + 1, (W − k)/s + 1]`.
+    pub fn avg_pool2d(&self, k: usize, stride: usize) -> Result<Tensor> {
+        let _p = crate::profile::fwd("avg_pool2d");
+        self.pool2d(k, stride, false)
+    }
+
+    fn pool2d(&self, k: usize, stride: usize, max: bool) -> Result<Tensor> {
+        let op = if max { "max_pool2d" } else { "avg_pool2d" };
+        let (spec, out_shape) = pool_spec(op, self, k, stride)?;
         let x = self.contiguous_data();
         let mut y = crate::storage::buffer(out_shape.numel());
-        max_pool2d_forward(&spec, &x, &mut y);
-        let saved = |x: &[f32]| {
-            if self.is_contiguous() { self.detach() } else { Tensor::from_parts(x.to_vec(), self.shape_obj().clone()) }
+        if max {
+            max_pool2d_forward(&spec, &x, &mut y);
+        } else {
+            avg_pool2d_forward(&spec, &x, &mut y);
+        }
+        // Max pooling keeps its input for the backward (a view when contiguous).
+        let saved = || {
+            max.then(|| {
+                if self.is_contiguous() {
+                    self.detach()
+                } else {
+                    Tensor::from_parts(x.to_vec(), self.shape_obj().clone())
+                }
+            })
         };
-        Ok(Tensor::from_op(y, out_shape, &[self], || MaxPool2dBackward { spec, x: saved(&x) }))
+        Ok(Tensor::from_op(y, out_shape, &[self], || Pool2dBackward {
+            spec,
+            x: saved(),
+            in_shape: self.shape_obj().clone(),
+        }))
     }
 
     /// Global average pooling `[B, C, H, W] → [B, C]` (the mean over the spatial axes).
