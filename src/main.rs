@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! fixpoint mlp [--json] [--seed S] [--steps N] [--quick] ...   train the spirals MLP
-//! fixpoint dino [--data D] [--student mlp|vit] [--quick] [--json] ...  random-teacher distillation
+//! fixpoint dino [--data D] [--student mlp|vit|vgg11|resnet18] [--quick] [--json] ...  random-teacher distillation
 //! fixpoint fprnn --task TASK --model MODEL [--quick] ...       Fixed-Point RNN experiments
+//! fixpoint tickets|lmc --checkpoint CKPT [--width-mult 0.25] ...   lottery tickets / mode connectivity
 //! fixpoint reproduce [--quick] [--json]                       run every job, print a table
 //! ```
 //!
@@ -59,6 +60,12 @@ enum Command {
     /// otherwise): the smoke preset with --quick, the `dino --quick` preset (about
     /// 10 minutes on 2 cores) without.
     Reproduce(ReproduceArgs),
+    /// Lottery tickets: iterative magnitude pruning with rewinding (20% per round) of a
+    /// distilled conv student (--checkpoint) and of a random initialisation.
+    Tickets(fixpoint::train::tickets::AnalysisArgs),
+    /// Linear mode connectivity: loss and accuracy between two supervised children of a
+    /// distilled conv student (--checkpoint) and of a random initialisation.
+    Lmc(fixpoint::train::tickets::AnalysisArgs),
     /// Benchmarks whose figures are ratios against baselines measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -86,6 +93,9 @@ enum BenchCommand {
     /// backward per backward option, dense and Woodbury baselines (peak memory:
     /// `cargo bench --bench fixed_point`, which has a counting allocator).
     FixedPoint(BenchFixedPointArgs),
+    /// conv2d forward+backward on the VGG11 layer shapes against the sgemms of each
+    /// layer's im2col shape; optionally the VGG11 distillation step (--step-steps).
+    Conv(fixpoint::bench::conv::BenchConvArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,9 +175,12 @@ struct DinoArgs {
     /// How 28x28 images become 32x32: resize (bilinear) or pad.
     #[arg(long)]
     fit28: Option<String>,
-    /// mlp or vit.
+    /// mlp, vit, vgg11 (no BN) or resnet18 (CIFAR stem, BN).
     #[arg(long)]
     student: Option<String>,
+    /// Channel multiplier of the vgg11/resnet18 students (e.g. 0.25 for quick runs).
+    #[arg(long)]
+    width_mult: Option<f64>,
     /// Student interpolation factor: 0 = the teacher, 1 = an independent network.
     #[arg(long)]
     alpha: Option<f64>,
@@ -1042,7 +1055,12 @@ fn dino_config(a: &DinoArgs) -> CliResult<DinoConfig> {
             v.mlp_dim = a.vit_mlp_dim.unwrap_or(4 * v.dim);
             c.encoder = EncoderConfig::Vit(v);
         }
-        Some(other) => return Err(format!("unknown --student {other:?} (mlp, vit)")),
+        Some(name @ ("vgg11" | "resnet18")) => {
+            let cc = fixpoint::dino::ConvNetConfig { width_mult: a.width_mult.unwrap_or(1.0) };
+            cc.validate("--width-mult").map_err(|e| e.to_string())?;
+            c.encoder = if name == "vgg11" { EncoderConfig::Vgg11(cc) } else { EncoderConfig::ResNet18(cc) };
+        }
+        Some(other) => return Err(format!("unknown --student {other:?} (mlp, vit, vgg11, resnet18)")),
     }
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { c.$field = v; } )* };
@@ -1593,10 +1611,13 @@ fn main() -> ExitCode {
         Command::Dino(a) => cmd_dino(a),
         Command::Fprnn(a) => cmd_fprnn(a),
         Command::Reproduce(a) => cmd_reproduce(a),
+        Command::Tickets(a) => fixpoint::train::tickets::analysis_cli(a, false),
+        Command::Lmc(a) => fixpoint::train::tickets::analysis_cli(a, true),
         Command::Bench(BenchCommand::Core(a)) => cmd_bench_core(a),
         Command::Bench(BenchCommand::Scan(a)) => bench_scan_cli(a.clone(), cli.threads).map_err(|e| e.to_string()),
         Command::Runs(c) => cmd_runs(c),
         Command::Bench(BenchCommand::FixedPoint(a)) => cmd_bench_fixed_point(a),
+        Command::Bench(BenchCommand::Conv(a)) => fixpoint::bench::conv::bench_conv_cli(a),
     })
     .and_then(|r| r);
     if fixpoint::profile::enabled() {

@@ -6,6 +6,10 @@ Plain JAX (no flax/optax), the same models and step as src/train/dino.rs::bench_
 * MLP student: 3072 -> 1024 -> 512 (ReLU after each), Kaiming-normal weights, zero biases.
 * ViT student: patch 4 on 32x32 (64 patches + CLS), dim 192, depth 6, 3 heads, MLP 768,
   pre-norm (LayerNorm eps 1e-6), exact GELU, learned position embedding, final LN of CLS.
+* VGG11 student (no BN; `--models vgg11`, `--width-mult`): torchvision list "A" of 3x3
+  convs (pad 1, bias, ReLU) and 2x2 max-pools on 32x32, flattened 1x1x512 embedding,
+  Kaiming-normal fan-out weights. Computed in NHWC (XLA's preferred CPU layout; the
+  input is transposed once), so JAX gets its fastest convolution.
 * DINO head: E -> 2048 -> 2048 -> 256 (exact GELU between), L2 normalisation, 256 -> m
   (no bias), trunc-normal 0.02 weights.
 * Step: teacher logits from cached bottleneck outputs (z_T @ W_T), p = softmax(t),
@@ -13,7 +17,7 @@ Plain JAX (no flax/optax), the same models and step as src/train/dino.rs::bench_
   betas 0.9/0.999, eps 1e-8, wd 0 on >=2-D parameters and 0.01 on 1-D ones).
 
 Usage:  python3 benches/peers/dino_jax.py [--threads 2] [--batch 128] [--out-dim 4096]
-                                          [--steps 10] [--models mlp,vit]
+                                          [--steps 10] [--models mlp,vit,vgg11] [--width-mult 1]
 Pin the thread count the same way for both sides (this script restricts its CPU affinity
 to the first N cores before importing JAX; run the Rust side with --threads N).
 Prints one line per model and a JSON object as the last line.
@@ -31,6 +35,7 @@ ap.add_argument("--out-dim", type=int, default=4096)
 ap.add_argument("--steps", type=int, default=10)
 ap.add_argument("--warmup", type=int, default=2)
 ap.add_argument("--models", default="mlp,vit")
+ap.add_argument("--width-mult", type=float, default=1.0)
 args = ap.parse_args()
 if args.threads:
     os.sched_setaffinity(0, set(range(args.threads)))
@@ -134,6 +139,35 @@ def vit_embed(p, x):
     return ln(p["ln"], h[:, 0])
 
 
+VGG11 = [64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0]
+
+
+def init_vgg(key, m):
+    chans = [max(1, round(c * args.width_mult)) if c else 0 for c in VGG11]
+    ks = jax.random.split(key, 9)
+    convs, c_in, i = [], 3, 0
+    for c in chans:
+        if c:
+            w = jax.random.normal(ks[i], (3, 3, c_in, c)) * (2.0 / (c * 9)) ** 0.5
+            convs.append({"w": w, "b": jnp.zeros(c)})
+            c_in, i = c, i + 1
+    return {"enc": convs, "head": init_head(ks[8], c_in, m)}
+
+
+def vgg_embed(p, x):
+    h = x.transpose(0, 2, 3, 1)
+    convs = iter(p["enc"])
+    for c in VGG11:
+        if c:
+            l = next(convs)
+            h = jax.lax.conv_general_dilated(h, l["w"], (1, 1), ((1, 1), (1, 1)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            h = jax.nn.relu(h + l["b"])
+        else:
+            h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return h.reshape(h.shape[0], -1)
+
+
 def make_step(embed, lr=1e-4):
     def loss_fn(params, x, p):
         s = head_bottleneck(params["head"], embed(params, x)) @ params["head"]["last"]
@@ -185,7 +219,9 @@ def bench(name, init, embed):
 
 
 out = {"threads": args.threads or os.cpu_count(), "jax": jax.__version__, "results": []}
-models = {"mlp": (init_mlp, mlp_embed), "vit": (init_vit, vit_embed)}
+models = {"mlp": (init_mlp, mlp_embed), "vit": (init_vit, vit_embed), "vgg11": (init_vgg, vgg_embed)}
 for name in args.models.split(","):
     out["results"].append(bench(name, *models[name]))
+# The first model's rate, read by `fixpoint bench conv --peer-json`.
+out["jax_images_per_s"] = out["results"][0]["images_per_s"]
 print(json.dumps(out))

@@ -2,6 +2,7 @@
 //! measured in the same process, at the same thread count, as medians of repetitions.
 
 pub mod cli;
+pub mod conv;
 pub mod core;
 mod core_rows;
 pub mod fixed_point;

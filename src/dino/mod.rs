@@ -11,11 +11,13 @@
 //!
 //! The training loop is [`crate::train::dino`].
 
+pub mod conv;
 pub mod head;
 pub mod method;
 pub mod probes;
 pub mod vit;
 
+pub use conv::{ConvNetConfig, ResNet, Vgg};
 pub use head::{DinoHead, HeadConfig};
 pub use vit::{Vit, VitConfig};
 
@@ -98,20 +100,25 @@ impl Module for MlpEncoder {
 pub enum EncoderConfig {
     Mlp(MlpEncoderConfig),
     Vit(VitConfig),
+    Vgg11(ConvNetConfig),
+    ResNet18(ConvNetConfig),
 }
 
 impl EncoderConfig {
-    /// `"mlp"` or `"vit"`.
+    /// `"mlp"`, `"vit"`, `"vgg11"` or `"resnet18"`.
     pub fn name(&self) -> &'static str {
         match self {
             EncoderConfig::Mlp(_) => "mlp",
             EncoderConfig::Vit(_) => "vit",
+            EncoderConfig::Vgg11(_) => "vgg11",
+            EncoderConfig::ResNet18(_) => "resnet18",
         }
     }
     pub fn embed_dim(&self) -> usize {
         match self {
             EncoderConfig::Mlp(c) => c.embed_dim,
             EncoderConfig::Vit(c) => c.dim,
+            EncoderConfig::Vgg11(c) | EncoderConfig::ResNet18(c) => c.embed_dim(),
         }
     }
 }
@@ -121,6 +128,8 @@ impl EncoderConfig {
 pub enum Encoder {
     Mlp(MlpEncoder),
     Vit(Box<Vit>),
+    Vgg(Box<Vgg>),
+    ResNet(Box<ResNet>),
 }
 
 impl Encoder {
@@ -128,6 +137,8 @@ impl Encoder {
         Ok(match cfg {
             EncoderConfig::Mlp(c) => Encoder::Mlp(MlpEncoder::new(c, rng)?),
             EncoderConfig::Vit(c) => Encoder::Vit(Box::new(Vit::new(c, rng)?)),
+            EncoderConfig::Vgg11(c) => Encoder::Vgg(Box::new(Vgg::new(c, rng)?)),
+            EncoderConfig::ResNet18(c) => Encoder::ResNet(Box::new(ResNet::new(c, rng)?)),
         })
     }
     /// Images `[B, C, H, W]` → embeddings `[B, E]`.
@@ -135,13 +146,45 @@ impl Encoder {
         match self {
             Encoder::Mlp(m) => m.forward(x),
             Encoder::Vit(v) => v.forward(x),
+            Encoder::Vgg(v) => v.forward(x),
+            Encoder::ResNet(r) => r.forward(x),
         }
     }
     pub fn embed_dim(&self) -> usize {
         match self {
             Encoder::Mlp(m) => m.embed_dim(),
             Encoder::Vit(v) => v.config().dim,
+            Encoder::Vgg(v) => v.config().embed_dim(),
+            Encoder::ResNet(r) => r.config().embed_dim(),
         }
+    }
+    /// Non-trainable state (BatchNorm running statistics) as named tensors:
+    /// `{bn}.running_mean`, `{bn}.running_var`. Empty for encoders without BN.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        let Encoder::ResNet(r) = self else { return Vec::new() };
+        let mut v = Vec::new();
+        for (name, bn) in r.norms() {
+            let (m, var) = bn.running_stats();
+            let c = m.len();
+            v.push((format!("{name}.running_mean"), Tensor::from_parts(m, [c].into())));
+            v.push((format!("{name}.running_var"), Tensor::from_parts(var, [c].into())));
+        }
+        v
+    }
+    /// Restore [`Encoder::buffers`] by name (`get` returns the saved values).
+    pub fn load_buffers(&self, get: &dyn Fn(&str) -> Option<Vec<f32>>) -> Result<()> {
+        let Encoder::ResNet(r) = self else { return Ok(()) };
+        for (name, bn) in r.norms() {
+            let (m, v) = (get(&format!("{name}.running_mean")), get(&format!("{name}.running_var")));
+            let (Some(m), Some(v)) = (m, v) else {
+                return Err(Error::InvalidArgument {
+                    op: "Encoder::load_buffers",
+                    message: format!("no running statistics for {name}"),
+                });
+            };
+            bn.set_running_stats(m, v)?;
+        }
+        Ok(())
     }
 }
 
@@ -150,12 +193,21 @@ impl Module for Encoder {
         match self {
             Encoder::Mlp(m) => m.params(),
             Encoder::Vit(v) => v.params(),
+            Encoder::Vgg(v) => v.params(),
+            Encoder::ResNet(r) => r.params(),
         }
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         match self {
             Encoder::Mlp(m) => m.params_mut(),
             Encoder::Vit(v) => v.params_mut(),
+            Encoder::Vgg(v) => v.params_mut(),
+            Encoder::ResNet(r) => r.params_mut(),
+        }
+    }
+    fn train(&mut self, training: bool) {
+        if let Encoder::ResNet(r) = self {
+            r.train(training);
         }
     }
 }
@@ -201,5 +253,10 @@ impl Module for DinoModel {
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         prefixed("encoder", self.encoder.params_mut()).chain(prefixed("head", self.head.params_mut())).collect()
+    }
+    /// Train mode switches the encoder's BatchNorms to batch statistics (the head has
+    /// none).
+    fn train(&mut self, training: bool) {
+        self.encoder.train(training);
     }
 }

@@ -395,8 +395,9 @@ pub fn load_data(cfg: &DinoConfig) -> Result<RunData> {
 /// Batch size of no-grad passes (embeddings, teacher cache).
 const EVAL_BATCH: usize = 256;
 
-/// `f(images of a batch)` for every batch of `set`, rows concatenated.
-fn map_batches(set: &ImageSet, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(Vec<f32>, usize)> {
+/// `f(images of a batch)` for every batch of `set` (no grad), rows concatenated;
+/// returns the rows and the row length.
+pub fn map_batches(set: &ImageSet, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(Vec<f32>, usize)> {
     let mut out = Vec::new();
     let mut dim = 0;
     no_grad(|| -> Result<()> {
@@ -462,7 +463,12 @@ fn distill_step(
     step: u64,
 ) -> Result<(f32, f64, f64)> {
     let probs = method::teacher_probs(t_logits, loss_cfg, center.as_deref())?;
-    let s_logits = student.forward(x)?;
+    // The student's BatchNorms (if any) use batch statistics in its training pass only;
+    // probes and the teacher run in eval mode (spec §2, §8.2).
+    student.train(true);
+    let s_logits = student.forward(x);
+    student.train(false);
+    let s_logits = s_logits?;
     let kl = if log_kl {
         no_grad(|| method::kl_f64(t_logits, &s_logits.detach(), loss_cfg, center.as_deref()))?
     } else {
@@ -799,6 +805,7 @@ impl LoopState {
     ) -> Result<LoopState> {
         ck.restore_params(student)?;
         opt.load_state_tensors(&ck.optim)?;
+        student.encoder.load_buffers(&|n| ck.extra_state(&format!("encoder.{n}")).ok().map(|t| t.to_vec()))?;
         if let Some(c) = center {
             let t = ck.extra_state("center")?;
             if t.numel() != c.values.len() {
@@ -858,6 +865,10 @@ impl DinoState<'_> {
         }
         for (name, t) in self.opt.state_tensors() {
             ck = ck.with_optim(name, &t);
+        }
+        // Batch-norm running statistics (ResNet students): state, not parameters.
+        for (name, b) in self.student.encoder.buffers() {
+            ck = ck.with_extra(format!("encoder.{name}"), &b);
         }
         if let Some(c) = self.center {
             let n = c.values.len();

@@ -5,6 +5,7 @@ pub mod dino;
 pub mod fprnn;
 pub mod guard;
 pub mod mlp;
+pub mod tickets;
 
 pub use dino::{DinoConfig, DinoHooks, DinoReport, train_dino};
 pub use fprnn::{FprnnConfig, FprnnTrainer, LengthEval, StepInfo};
