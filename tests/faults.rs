@@ -219,6 +219,16 @@ fn invalid_flags_are_one_line_errors() {
         (vec!["--ckpt-every", "x"], vec!["--ckpt-every"]),
         (vec!["--steps", "0"], vec!["steps"]),
         (vec!["--lr", "nan"], vec!["lr"]),
+        // Found by hand-fuzzing the command line: these overflowed a buffer's capacity
+        // and panicked before the limits in src/train/mod.rs.
+        (vec!["--d-inner", "4294967296"], vec!["d_inner 4294967296 exceeds the limit"]),
+        // ... and these ran the machine out of memory.
+        (vec!["--train-len", "18446744073709551615"], vec!["train length 18446744073709551615 exceeds"]),
+        (vec!["--eval-lengths", "4,18446744073709551615"], vec!["evaluation length 18446744073709551615 exceeds"]),
+        (
+            vec!["--train-len", "1000000", "--d-inner", "128"],
+            vec!["batch 8 x length 1000001 x width 128", "lower one of"],
+        ),
     ];
     for (extra, needles) in cases {
         let mut e = extra.clone();
@@ -234,6 +244,20 @@ fn invalid_flags_are_one_line_errors() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("notes.txt"), b"x").unwrap();
     one_line_failure(&run(&fprnn_args(4), &["--resume", d.to_str().unwrap()], None), &["no checkpoint", "--force"]);
+    let huge = [
+        (args("mlp --steps 18446744073709551615 --quiet"), "steps 18446744073709551615 exceed the limit"),
+        (
+            args("fprnn --task a4 --model fp-rnn --batch 18446744073709551615 --quiet"),
+            "batch 18446744073709551615 exceeds",
+        ),
+        (args("mlp --hidden 8,18446744073709551615 --quiet"), "hidden size 18446744073709551615 exceeds"),
+        (args("dino --data embedded --out-dim 18446744073709551615 --quiet"), "out dim 18446744073709551615 exceeds"),
+    ];
+    let fresh = temp_dir("flags-huge");
+    for (a, needle) in huge {
+        one_line_failure(&run(&a, &["--out", fresh.to_str().unwrap()], None), &[needle]);
+    }
+    assert!(!fresh.exists(), "a refused config leaves no run directory");
     std::fs::remove_dir_all(d).unwrap();
 }
 

@@ -199,6 +199,10 @@ impl DinoConfig {
         if self.batch_size == 0 || self.out_dim == 0 || self.bottleneck == 0 {
             return bad("batch size, out dim and bottleneck must be at least 1".into());
         }
+        let mut sizes =
+            vec![("batch size", self.batch_size), ("out dim", self.out_dim), ("bottleneck", self.bottleneck)];
+        sizes.extend(self.head_hidden.iter().map(|&h| ("head hidden size", h)));
+        super::check_sizes("dino config", &sizes)?;
         if !(0.0..=1.0).contains(&self.alpha) {
             return bad(format!("alpha must be in [0, 1], got {}", self.alpha));
         }

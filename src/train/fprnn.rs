@@ -155,6 +155,44 @@ impl FprnnConfig {
         if self.batch == 0 || self.eval_batch == 0 {
             return bad("batch sizes must be at least 1".into());
         }
+        super::check_sizes(
+            "fprnn config",
+            &[
+                ("batch", self.batch),
+                ("eval batch", self.eval_batch),
+                ("eval count", self.eval_count),
+                ("val count", self.val_count),
+                ("layers", self.n_layers),
+                ("d_model", self.d_model),
+                ("d_inner", self.d_inner),
+                ("lmax", self.lmax),
+                ("eval lmax factor", self.eval_lmax_factor),
+                ("train length", self.task.train_len()),
+                ("train row length", self.task.train_row_len()),
+            ],
+        )?;
+        if self.n_layers > 1024 {
+            return bad(format!("{} layers exceed the limit of 1024", self.n_layers));
+        }
+        // One [batch, length, width] activation must stay allocatable (found by hand:
+        // `--train-len 18446744073709551615` ran the machine out of memory).
+        let width = self.d_model.max(self.d_inner);
+        let longest_eval = self.eval_lengths.iter().copied().max().unwrap_or(0);
+        super::check_sizes("fprnn config", &[("evaluation length", longest_eval)])?;
+        for (what, b, t) in [
+            ("batch", self.batch, self.task.train_row_len()),
+            ("eval batch", self.eval_batch, longest_eval),
+            ("val count", self.val_count, self.task.train_len()),
+        ] {
+            let t = t.max(1);
+            let n = b.checked_mul(t).and_then(|n| n.checked_mul(width));
+            if n.is_none_or(|n| n > super::MAX_ACTIVATION) {
+                return bad(format!(
+                    "{what} {b} x length {t} x width {width} exceeds the limit of {} values in one activation; lower one of them",
+                    super::MAX_ACTIVATION
+                ));
+            }
+        }
         if self.n_layers == 0 || self.d_model == 0 || self.d_inner == 0 {
             return bad(format!(
                 "layers {}, d_model {} and d_inner {} must be positive",

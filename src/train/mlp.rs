@@ -70,6 +70,9 @@ impl MlpConfig {
         if self.hidden.contains(&0) {
             return bad(format!("hidden sizes must be positive, got {:?}", self.hidden));
         }
+        let mut sizes = vec![("batch size", self.batch_size)];
+        sizes.extend(self.hidden.iter().map(|&h| ("hidden size", h)));
+        super::check_sizes("mlp config", &sizes)?;
         super::validate_schedule("mlp config", self.steps, self.warmup_steps, self.lr, self.final_lr, self.clip_norm)?;
         Ok(())
     }
@@ -177,7 +180,7 @@ impl MlpTrainer {
             order,
             pos: 0,
             step: 0,
-            losses: Vec::with_capacity(cfg.steps),
+            losses: Vec::with_capacity(cfg.steps.min(1 << 20)),
             start: Instant::now(),
         })
     }
