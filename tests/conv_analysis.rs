@@ -110,7 +110,7 @@ fn encoder_loads_from_a_dino_checkpoint() {
         ck = ck.with_param(format!("encoder.{n}"), p);
     }
     for (n, b) in enc.buffers() {
-        ck = ck.with_param(format!("encoder.{n}"), &b);
+        ck = ck.with_extra(format!("encoder.{n}"), &b);
     }
     let dir = std::env::temp_dir().join(format!("fixpoint-conv-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
