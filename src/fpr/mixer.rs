@@ -200,6 +200,9 @@ impl SyncPtr {
 pub fn householder(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
     let _p = crate::profile::fwd("householder");
     let (n, r, d) = householder_dims(u, alpha, v)?;
+    if Tensor::common_device("householder", &[u, alpha, v])? == crate::Device::Gpu {
+        return on_gpu!("householder", mixer::householder(u, alpha, v, scale, (n, r, d)));
+    }
     let (ud, ad) = (u.contiguous_data(), alpha.contiguous_data());
     let mut out = v.to_vec();
     if d > 0 {

@@ -295,6 +295,9 @@ impl Backward for SoftmaxBackward {
 impl Tensor {
     fn softmax_impl(&self, op: &'static str, axis: isize, log: bool) -> Result<Tensor> {
         let (ax, n) = nonempty_axis(self, op, axis)?;
+        if self.device() == crate::Device::Gpu {
+            return on_gpu!(op, fused::softmax(self, ax, log));
+        }
         let x = rows_along(self, ax);
         let _p = crate::profile::fwd(op);
         let mut y = crate::storage::buffer(x.len());
@@ -740,6 +743,10 @@ impl Tensor {
         }
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(Error::InvalidArgument { op, message: format!("eps must be finite and >= 0, got {eps}") });
+        }
+        let operands: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        if Tensor::common_device(op, &operands)? == crate::Device::Gpu {
+            return on_gpu!(op, fused::norm(self, center, weight, bias, eps));
         }
         let x = self.contiguous_data();
         let w = weight.map(|w| w.contiguous_data());

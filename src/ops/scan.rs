@@ -61,7 +61,7 @@ impl ScanSpec {
     pub fn numel(&self) -> usize {
         self.batch * self.time * self.channels
     }
-    fn shape(&self) -> Shape {
+    pub(crate) fn shape(&self) -> Shape {
         Shape::new([self.batch, self.time, self.channels])
     }
     /// Offset of the row that batch `b` processes at step `f` (steps count in the
@@ -1291,6 +1291,10 @@ impl Tensor {
     /// ```
     pub fn scan(&self, u: &Tensor, h0: Option<&Tensor>, opts: ScanOptions) -> Result<Tensor> {
         let spec = scan_spec(self, u, h0)?.reversed(opts.reverse);
+        let operands: Vec<&Tensor> = [Some(self), Some(u), h0].into_iter().flatten().collect();
+        if Tensor::common_device("scan", &operands)? == crate::Device::Gpu {
+            return on_gpu!("scan", scan::scan(self, u, h0, spec));
+        }
         let (a_data, u_data) = (self.contiguous_data(), u.contiguous_data());
         let h0_data = h0.map(|t| t.contiguous_data());
         let mut h = vec![0.0f32; spec.numel()];

@@ -1,0 +1,312 @@
+//! GPU parity: every GPU kernel against the CPU kernel (itself tested against f64
+//! references and finite differences elsewhere) on random inputs, forward and backward,
+//! with strided views and broadcasting; then a few training steps of a small MLP
+//! distiller and of a small FP-RNN layer on both devices.
+//!
+//! Needs `--features gpu` and a wgpu adapter (Mesa's lavapipe is enough). Without an
+//! adapter each test prints that it was skipped and why; with `FIXPOINT_REQUIRE_GPU=1`
+//! a missing adapter fails instead.
+//!
+//! Tolerances (|gpu − cpu| ≤ atol + rtol·|cpu|), stated per op:
+//! - exact ops (neg, abs, relu, square, scalar add/mul/rsub, clamp, add, sub, mul,
+//!   maximum, minimum, comparisons, copies): 1e-6 relative, 1e-7 absolute (both sides
+//!   round the same single operation); comparisons bit-exact; the gradients of broadcast
+//!   binary operands are sums, 1e-6·√(output size) absolute;
+//! - sum / mean over m elements: 1e-6·√m (another summation order); max / min exact;
+//! - division, reciprocal, sqrt (Vulkan allows 2.5 ulp): 1e-6 / 1e-6;
+//! - transcendental ops (exp, log, tanh, sigmoid, softplus, silu, gelu, powf), softmax,
+//!   log_softmax, layer_norm, rms_norm: 2e-5 / 2e-6 (Vulkan's exp/log are a few ulp and
+//!   the GPU reduces rows in another order);
+//! - GEMM with inner size K: 1e-5·√K relative to the largest |C| of the product;
+//! - scan and Householder mixer (the same fused multiply-adds in the same order per
+//!   channel / row): 1e-5 / 1e-6.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use common::rand_tensor;
+use fixpoint::fpr::householder;
+use fixpoint::ops::elementwise::{Binary, Unary};
+use fixpoint::ops::scan::ScanOptions;
+use fixpoint::{Device, Error, Result, Rng, Tensor, no_grad};
+
+/// True when a GPU adapter exists; otherwise prints why the test is skipped, or fails
+/// when `FIXPOINT_REQUIRE_GPU=1`.
+fn gpu(test: &str) -> bool {
+    match fixpoint::gpu::adapter() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("FIXPOINT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: FIXPOINT_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("{test}: skipped: {e}");
+            false
+        }
+    }
+}
+
+fn to_gpu(t: &Tensor) -> Tensor {
+    t.to_device(Device::Gpu).unwrap()
+}
+
+/// `|got − want| ≤ atol + rtol·|want|` elementwise, `want` from the CPU.
+fn close(what: &str, got: &Tensor, want: &Tensor, atol: f32, rtol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
+    assert_eq!(got.device(), Device::Gpu, "{what}: result left the GPU");
+    let (g, w) = (got.to_vec(), want.to_vec());
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = if b.is_nan() { a.is_nan() } else { (a - b).abs() <= atol + rtol * b.abs() || a == b };
+        assert!(ok, "{what}: element {i} of {}: gpu {a}, cpu {b}", got.shape_obj());
+    }
+}
+
+/// Leaf copies of `inputs` on the CPU and on the GPU.
+fn leaves(inputs: &[Tensor]) -> (Vec<Tensor>, Vec<Tensor>) {
+    let cpu: Vec<Tensor> = inputs.iter().map(|t| t.detach().requires_grad_()).collect();
+    let gpu: Vec<Tensor> = inputs.iter().map(|t| to_gpu(t).requires_grad_()).collect();
+    (cpu, gpu)
+}
+
+/// Forward of `f` and the gradients of `sum(f(x) · r)` for a fixed random `r`, on both
+/// devices; compared with the given tolerance.
+fn parity(what: &str, inputs: &[Tensor], atol: f32, rtol: f32, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let (cpu, gpu) = leaves(inputs);
+    let yc = f(&cpu).unwrap();
+    let yg = f(&gpu).unwrap();
+    close(&format!("{what} forward"), &yg, &yc, atol, rtol);
+    let r = rand_tensor(yc.shape(), -1.0, 1.0, &mut Rng::new(7).stream("weights"));
+    yc.mul(&r).unwrap().sum_all().backward().unwrap();
+    yg.mul(&to_gpu(&r)).unwrap().sum_all().backward().unwrap();
+    for (k, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        match (c.grad(), g.grad()) {
+            (Some(gc), Some(gg)) => close(&format!("{what} grad {k}"), &gg, &gc, atol, rtol),
+            (None, None) => {}
+            (a, b) => panic!("{what}: grad {k} exists on one device only (cpu {}, gpu {})", a.is_some(), b.is_some()),
+        }
+    }
+}
+
+#[test]
+fn gpu_to_device_round_trip_and_mixed_device_error() {
+    if !gpu("gpu_to_device_round_trip_and_mixed_device_error") {
+        return;
+    }
+    let x = rand_tensor(&[3, 5], -1.0, 1.0, &mut Rng::new(1).stream("x"));
+    let g = to_gpu(&x);
+    assert_eq!(g.device(), Device::Gpu);
+    assert_eq!(g.to_vec(), x.to_vec());
+    assert_eq!(g.to_device(Device::Cpu).unwrap().to_vec(), x.to_vec());
+    // A transposed view reads back in its own row-major order.
+    assert_eq!(g.t().unwrap().to_vec(), x.t().unwrap().to_vec());
+    let e = x.add(&g).unwrap_err();
+    assert_eq!(e, Error::DeviceMismatch { op: "add", lhs: Device::Cpu, rhs: Device::Gpu });
+    assert!(e.to_string().contains("different devices"), "{e}");
+    assert!(matches!(g.matmul(&x.t().unwrap()), Err(Error::DeviceMismatch { op: "matmul", .. })));
+    // to_device is differentiable: the gradient comes back to the CPU leaf.
+    let leaf = x.detach().requires_grad_();
+    leaf.to_device(Device::Gpu).unwrap().square().sum_all().backward().unwrap();
+    let grad = leaf.grad().unwrap();
+    assert_eq!(grad.device(), Device::Cpu);
+    assert_eq!(grad.to_vec(), x.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+    // max on the GPU is forward only; recording it is a typed error.
+    let p = to_gpu(&x).requires_grad_();
+    assert_eq!(p.max(&[1], false).unwrap_err(), Error::Unsupported { op: "max backward", device: Device::Gpu });
+}
+
+#[test]
+fn gpu_unary_parity() {
+    if !gpu("gpu_unary_parity") {
+        return;
+    }
+    let mut rng = Rng::new(2).stream("unary");
+    // (op, input range, atol, rtol)
+    let exact = (1e-7, 1e-6);
+    let div = (1e-6, 1e-6);
+    let trans = (2e-6, 2e-5);
+    let cases: Vec<(Unary, (f32, f32), (f32, f32))> = vec![
+        (Unary::Neg, (-3.0, 3.0), exact),
+        (Unary::Abs, (-3.0, 3.0), exact),
+        (Unary::Relu, (-3.0, 3.0), exact),
+        (Unary::Square, (-3.0, 3.0), exact),
+        (Unary::AddScalar(0.5), (-3.0, 3.0), exact),
+        (Unary::MulScalar(-1.5), (-3.0, 3.0), exact),
+        (Unary::RsubScalar(2.0), (-3.0, 3.0), exact),
+        (Unary::Clamp(-0.5, 0.7), (-3.0, 3.0), exact),
+        (Unary::DivScalar(3.0), (-3.0, 3.0), div),
+        (Unary::Recip, (0.5, 3.0), div),
+        (Unary::Sqrt, (0.1, 4.0), div),
+        (Unary::Exp, (-5.0, 5.0), trans),
+        (Unary::Log, (0.1, 5.0), trans),
+        (Unary::Tanh, (-5.0, 5.0), trans),
+        (Unary::Sigmoid, (-8.0, 8.0), trans),
+        (Unary::Softplus, (-8.0, 8.0), trans),
+        (Unary::Silu, (-5.0, 5.0), trans),
+        (Unary::GeluErf, (-4.0, 4.0), trans),
+        (Unary::GeluTanh, (-4.0, 4.0), trans),
+        (Unary::Powf(2.5), (0.2, 3.0), trans),
+        (Unary::Powf(3.0), (-2.0, 2.0), trans),
+    ];
+    for (op, (lo, hi), (atol, rtol)) in cases {
+        // 7 × 65 (odd sizes), read through a transposed view.
+        let x = rand_tensor(&[65, 7], lo, hi, &mut rng);
+        parity(op.name(), &[x], atol, rtol, |t| Ok(t[0].t()?.unary(op)));
+    }
+}
+
+#[test]
+fn gpu_binary_parity_with_broadcasting() {
+    if !gpu("gpu_binary_parity_with_broadcasting") {
+        return;
+    }
+    let mut rng = Rng::new(3).stream("binary");
+    let shapes: [(&[usize], &[usize]); 4] =
+        [(&[7, 65], &[7, 65]), (&[4, 1, 63], &[5, 1]), (&[1], &[3, 7]), (&[2, 3, 1, 5], &[3, 4, 1])];
+    for (sa, sb) in shapes {
+        let a = rand_tensor(sa, -2.0, 2.0, &mut rng);
+        let b = rand_tensor(sb, 0.5, 2.0, &mut rng);
+        // Gradients of broadcast operands are sums over the broadcast axes (reduced in
+        // another order on the GPU): 1e-6·√(output size) absolute.
+        let out: usize = a.add(&b).unwrap().numel();
+        let atol = 1e-6 * (out as f32).sqrt();
+        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Maximum, Binary::Minimum] {
+            parity(op.name(), &[a.clone(), b.clone()], atol, 1e-6, |t| t[0].binary(&t[1], op));
+        }
+        parity("div", &[a.clone(), b.clone()], atol, 1e-6, |t| t[0].div(&t[1]));
+        for op in [Binary::Lt, Binary::Le, Binary::Gt, Binary::Ge, Binary::Eq] {
+            let want = a.binary(&b, op).unwrap();
+            close(op.name(), &to_gpu(&a).binary(&to_gpu(&b), op).unwrap(), &want, 0.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn gpu_reduction_parity() {
+    if !gpu("gpu_reduction_parity") {
+        return;
+    }
+    let mut rng = Rng::new(4).stream("reduce");
+    let x = rand_tensor(&[5, 63, 7], -2.0, 2.0, &mut rng);
+    for axes in [vec![], vec![0], vec![1], vec![2], vec![0, 2], vec![-1, 0]] {
+        let k = axes.len().max(1) as f32;
+        let tol = 1e-6 * k * 63.0f32.sqrt();
+        parity("sum", std::slice::from_ref(&x), tol, tol, |t| t[0].sum(&axes, false));
+        parity("mean keepdim", std::slice::from_ref(&x), tol, tol, |t| t[0].mean(&axes, true));
+        no_grad(|| {
+            close("max", &to_gpu(&x).max(&axes, false).unwrap(), &x.max(&axes, false).unwrap(), 0.0, 0.0);
+            close("min", &to_gpu(&x).min(&axes, true).unwrap(), &x.min(&axes, true).unwrap(), 0.0, 0.0);
+        });
+    }
+    // A long row: 100,000 elements summed by one workgroup.
+    let long = rand_tensor(&[100_000], -1.0, 1.0, &mut rng);
+    parity("sum_all long", &[long], 1e-3, 1e-5, |t| Ok(t[0].sum_all()));
+}
+
+/// Largest |value| of a tensor.
+fn max_abs(t: &Tensor) -> f32 {
+    t.to_vec().iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+#[test]
+fn gpu_matmul_parity() {
+    if !gpu("gpu_matmul_parity") {
+        return;
+    }
+    let mut rng = Rng::new(5).stream("gemm");
+    // (lhs, rhs, transpose lhs view, transpose rhs view)
+    let cases: [(&[usize], &[usize], bool, bool); 6] = [
+        (&[1, 1], &[1, 1], false, false),
+        (&[7, 65], &[65, 63], false, false),
+        (&[130, 70], &[70, 67], true, false),
+        (&[33, 17], &[17, 40], false, true),
+        (&[3, 9, 65], &[65, 5], false, false),
+        (&[2, 1, 7, 13], &[3, 13, 64], false, false),
+    ];
+    for (sa, sb, ta, tb) in cases {
+        // `sa`, `sb` are the operands' shapes as the product sees them; a transposed one
+        // is stored the other way round and read through a transposed view.
+        let stored = |s: &[usize], t: bool| if t { vec![s[1], s[0]] } else { s.to_vec() };
+        let a = rand_tensor(&stored(sa, ta), -1.0, 1.0, &mut rng);
+        let b = rand_tensor(&stored(sb, tb), -1.0, 1.0, &mut rng);
+        let k = *sa.last().unwrap();
+        let (cpu, _) = leaves(&[a.clone(), b.clone()]);
+        let f = |t: &[Tensor]| -> Result<Tensor> {
+            let l = if ta { t[0].t()? } else { t[0].clone() };
+            let r = if tb { t[1].t()? } else { t[1].clone() };
+            l.matmul(&r)
+        };
+        let scale = max_abs(&f(&cpu).unwrap()).max(1.0);
+        let tol = 1e-5 * (k as f32).sqrt() * scale;
+        parity(
+            &format!("matmul {sa:?}{} x {sb:?}{}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }),
+            &[a, b],
+            tol,
+            0.0,
+            f,
+        );
+    }
+}
+
+#[test]
+fn gpu_softmax_and_norm_parity() {
+    if !gpu("gpu_softmax_and_norm_parity") {
+        return;
+    }
+    let mut rng = Rng::new(6).stream("fused");
+    let (atol, rtol) = (2e-6, 2e-5);
+    for shape in [vec![7, 65], vec![3, 1, 300], vec![4, 5, 6]] {
+        let x = rand_tensor(&shape, -4.0, 4.0, &mut rng);
+        for axis in [-1isize, 0] {
+            parity("softmax", std::slice::from_ref(&x), atol, rtol, |t| t[0].softmax(axis));
+            parity("log_softmax", std::slice::from_ref(&x), atol, rtol, |t| t[0].log_softmax(axis));
+        }
+        let d = *shape.last().unwrap();
+        let w = rand_tensor(&[d], 0.5, 1.5, &mut rng);
+        let b = rand_tensor(&[d], -0.5, 0.5, &mut rng);
+        parity("layer_norm", &[x.clone(), w.clone(), b.clone()], atol * 10.0, rtol, |t| {
+            t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5)
+        });
+        parity("layer_norm plain", std::slice::from_ref(&x), atol * 10.0, rtol, |t| t[0].layer_norm(None, None, 1e-5));
+        parity("rms_norm", &[x.clone(), w.clone()], atol * 10.0, rtol, |t| t[0].rms_norm(Some(&t[1]), 1e-6));
+    }
+}
+
+#[test]
+fn gpu_scan_parity() {
+    if !gpu("gpu_scan_parity") {
+        return;
+    }
+    let mut rng = Rng::new(8).stream("scan");
+    for (b, t, d) in [(1, 1, 1), (2, 65, 7), (3, 17, 300)] {
+        let a = rand_tensor(&[b, t, d], 0.5, 1.0, &mut rng);
+        let u = rand_tensor(&[b, t, d], -1.0, 1.0, &mut rng);
+        let h0 = rand_tensor(&[b, d], -1.0, 1.0, &mut rng);
+        for opts in [ScanOptions::forward(), ScanOptions::reversed()] {
+            parity("scan", &[a.clone(), u.clone()], 1e-6, 1e-5, |x| x[0].scan(&x[1], None, opts));
+            parity("scan h0", &[a.clone(), u.clone(), h0.clone()], 1e-6, 1e-5, |x| x[0].scan(&x[1], Some(&x[2]), opts));
+        }
+    }
+}
+
+#[test]
+fn gpu_householder_parity() {
+    if !gpu("gpu_householder_parity") {
+        return;
+    }
+    let mut rng = Rng::new(9).stream("mixer");
+    for (lead, r, d) in [(vec![1], 1, 1), (vec![2, 7], 3, 16), (vec![65], 4, 9)] {
+        let mut us = lead.clone();
+        us.extend([r, d]);
+        let mut als = lead.clone();
+        als.push(r);
+        let mut vs = lead.clone();
+        vs.push(d);
+        let u = rand_tensor(&us, -1.0, 1.0, &mut rng).l2_normalize(-1, 1e-6).unwrap();
+        let alpha = rand_tensor(&als, 0.0, 1.0, &mut rng);
+        let v = rand_tensor(&vs, -1.0, 1.0, &mut rng);
+        for scale in [1.0, 2.0] {
+            parity("householder", &[u.clone(), alpha.clone(), v.clone()], 1e-6, 1e-5, |t| {
+                householder(&t[0], &t[1], &t[2], scale)
+            });
+        }
+    }
+}
