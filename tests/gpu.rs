@@ -310,3 +310,105 @@ fn gpu_householder_parity() {
         }
     }
 }
+
+/// Plain SGD through tensor ops, so it runs on the parameters' device.
+fn sgd(params: &mut [&mut Tensor], lr: f32) {
+    no_grad(|| {
+        for p in params.iter_mut() {
+            let g = p.grad().expect("every parameter gets a gradient");
+            let new = p.sub(&g.mul_scalar(lr)).unwrap();
+            p.assign(&new).unwrap();
+            p.zero_grad();
+        }
+    });
+}
+
+/// Losses of `steps` training steps of a random-teacher distillation: a frozen random
+/// MLP teacher, an MLP student with LayerNorm, loss = cross-entropy between the
+/// teacher's sharpened softmax and the student's log-softmax.
+fn distill_losses(device: Device, steps: usize) -> Vec<f32> {
+    use fixpoint::nn::{Activation, LayerNorm, Mlp, Module};
+    let mut rng = Rng::new(11).stream("init");
+    let mut teacher = Mlp::new(&[20, 48, 16], Activation::Gelu, &mut rng).unwrap();
+    let mut student = Mlp::new(&[20, 48, 16], Activation::Gelu, &mut rng).unwrap();
+    let mut norm = LayerNorm::new(16, 1e-5, true);
+    fixpoint::nn::to_device(&mut teacher, device).unwrap();
+    fixpoint::nn::to_device(&mut student, device).unwrap();
+    fixpoint::nn::to_device(&mut norm, device).unwrap();
+    // One fixed batch, so the loss must fall step after step.
+    let x = rand_tensor(&[32, 20], -1.0, 1.0, &mut Rng::new(12).stream("data")).to_device(device).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let target = no_grad(|| teacher.forward(&x).unwrap().mul_scalar(1.0 / 0.1).softmax(-1).unwrap());
+        let s = norm.forward(&student.forward(&x).unwrap()).unwrap();
+        let logp = s.mul_scalar(1.0 / 0.2).log_softmax(-1).unwrap();
+        let loss = target.mul(&logp).unwrap().sum(&[-1], false).unwrap().mean_all().unwrap().neg();
+        losses.push(loss.item().unwrap());
+        loss.backward().unwrap();
+        let mut params: Vec<&mut Tensor> = student.params_mut().into_iter().map(|(_, p)| p).collect();
+        params.extend(norm.params_mut().into_iter().map(|(_, p)| p));
+        sgd(&mut params, 0.1);
+    }
+    losses
+}
+
+#[test]
+fn gpu_mlp_distillation_steps_match_cpu() {
+    if !gpu("gpu_mlp_distillation_steps_match_cpu") {
+        return;
+    }
+    let (cpu, gpu) = (distill_losses(Device::Cpu, 6), distill_losses(Device::Gpu, 6));
+    // Losses are O(1); after 6 steps the two runs differ only by rounding: 1e-4 relative.
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "step {i}: cpu loss {c}, gpu loss {g} (all: {cpu:?} vs {gpu:?})");
+    }
+    assert!(cpu[5] < cpu[0], "the student learns: {cpu:?}");
+}
+
+/// Losses of `steps` training steps of a small FP-RNN-style layer: input projections,
+/// gate `a = σ(x W_a)`, diagonal scan `h = scan(a, x W_u)`, Householder mixer with
+/// input-dependent `u = normalize(SiLU(x W_h))` and `α = σ(x W_α)`, a readout and a
+/// cross-entropy over next-token targets.
+fn fprnn_losses(device: Device, steps: usize) -> Vec<f32> {
+    let (b, t, din, d, r, classes) = (3, 9, 6, 8, 2, 5);
+    let mut rng = Rng::new(13).stream("init");
+    let mut params: Vec<Tensor> = [[din, d], [din, d], [din, r * d], [din, r], [d, classes]]
+        .iter()
+        .map(|s| rand_tensor(s, -0.5, 0.5, &mut rng).to_device(device).unwrap().requires_grad_())
+        .collect();
+    let mut data = Rng::new(14).stream("data");
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let x = rand_tensor(&[b, t, din], -1.0, 1.0, &mut data).to_device(device).unwrap();
+        let targets: Vec<usize> = (0..b * t).map(|_| data.below(classes)).collect();
+        let mut onehot = vec![0.0; b * t * classes];
+        for (i, &k) in targets.iter().enumerate() {
+            onehot[i * classes + k] = 1.0;
+        }
+        let onehot = Tensor::from_vec(onehot, [b, t, classes]).unwrap().to_device(device).unwrap();
+        let [wa, wu, wh, wal, wo] = &params[..] else { unreachable!() };
+        let a = x.matmul(wa).unwrap().sigmoid();
+        let h = a.scan(&x.matmul(wu).unwrap(), None, ScanOptions::forward()).unwrap();
+        let u = x.matmul(wh).unwrap().silu().reshape(&[b, t, r, d]).unwrap().l2_normalize(-1, 1e-6).unwrap();
+        let alpha = x.matmul(wal).unwrap().sigmoid();
+        let y = householder(&u, &alpha, &h, 2.0).unwrap();
+        let logp = y.matmul(wo).unwrap().log_softmax(-1).unwrap();
+        let loss = logp.mul(&onehot).unwrap().sum(&[-1], false).unwrap().mean_all().unwrap().neg();
+        losses.push(loss.item().unwrap());
+        loss.backward().unwrap();
+        let mut refs: Vec<&mut Tensor> = params.iter_mut().collect();
+        sgd(&mut refs, 0.3);
+    }
+    losses
+}
+
+#[test]
+fn gpu_fprnn_layer_steps_match_cpu() {
+    if !gpu("gpu_fprnn_layer_steps_match_cpu") {
+        return;
+    }
+    let (cpu, gpu) = (fprnn_losses(Device::Cpu, 6), fprnn_losses(Device::Gpu, 6));
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "step {i}: cpu loss {c}, gpu loss {g} (all: {cpu:?} vs {gpu:?})");
+    }
+}

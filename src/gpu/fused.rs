@@ -167,3 +167,11 @@ pub fn norm(x: &Tensor, center: bool, weight: Option<&Tensor>, bias: Option<&Ten
         stats,
     }))
 }
+
+/// `x / max(‖x‖, eps)` along `axis` of a GPU tensor, composed from GPU ops (so autograd
+/// comes with them). The gradient through the `max` is that of `clamp`: 0 where the
+/// norm is below `eps`.
+pub fn l2_normalize(x: &Tensor, axis: usize, eps: f32) -> Result<Tensor> {
+    let norm = x.square().sum(&[axis as isize], true)?.sqrt().clamp(eps, f32::MAX)?;
+    x.div(&norm)
+}

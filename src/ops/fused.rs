@@ -870,6 +870,9 @@ impl Tensor {
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(Error::InvalidArgument { op: OP, message: format!("eps must be finite and >= 0, got {eps}") });
         }
+        if self.device() == crate::Device::Gpu {
+            return on_gpu!(OP, fused::l2_normalize(self, ax, eps));
+        }
         let x = rows_along(self, ax);
         let rows = x.len() / n;
         let mut y = vec![0.0; x.len()];
