@@ -20,9 +20,10 @@
 /// practice: no tensor can live on the GPU then). Keeps each op's device hook one line.
 #[cfg(feature = "gpu")]
 macro_rules! on_gpu {
-    ($op:expr, $($call:tt)*) => {
+    ($op:expr, $($call:tt)*) => {{
+        let _op: &'static str = $op;
         crate::gpu::$($call)*
-    };
+    }};
 }
 #[cfg(not(feature = "gpu"))]
 macro_rules! on_gpu {

@@ -39,7 +39,9 @@ fn gpu(test: &str) -> bool {
             if std::env::var("FIXPOINT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: FIXPOINT_REQUIRE_GPU=1 but {e}");
             }
-            eprintln!("{test}: skipped: {e}");
+            // Straight to stderr, past the test harness's capture, so the skip shows.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{test}: skipped: {e}");
             false
         }
     }

@@ -19,6 +19,7 @@ macro_rules! shader {
     };
 }
 
+pub mod bench;
 pub mod buffer;
 pub mod elementwise;
 pub mod fused;
