@@ -121,11 +121,12 @@ fn gpu_unary_parity() {
         return;
     }
     let mut rng = Rng::new(2).stream("unary");
-    // (op, input range, atol, rtol)
     let exact = (1e-7, 1e-6);
     let div = (1e-6, 1e-6);
     let trans = (2e-6, 2e-5);
-    let cases: Vec<(Unary, (f32, f32), (f32, f32))> = vec![
+    /// (op, input range, (atol, rtol))
+    type Case = (Unary, (f32, f32), (f32, f32));
+    let cases: Vec<Case> = vec![
         (Unary::Neg, (-3.0, 3.0), exact),
         (Unary::Abs, (-3.0, 3.0), exact),
         (Unary::Relu, (-3.0, 3.0), exact),
