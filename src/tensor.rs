@@ -142,6 +142,14 @@ impl Tensor {
             None => Ok(first),
         }
     }
+    /// For ops without a GPU kernel: `Ok` when every operand is on the CPU,
+    /// [`Error::Unsupported`] (or [`Error::DeviceMismatch`]) otherwise. Never copies.
+    pub(crate) fn cpu_only(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+        match Tensor::common_device(op, tensors)? {
+            Device::Cpu => Ok(()),
+            device => Err(Error::Unsupported { op, device }),
+        }
+    }
     pub fn is_contiguous(&self) -> bool {
         self.layout.is_contiguous()
     }

@@ -110,6 +110,13 @@ fn gpu_to_device_round_trip_and_mixed_device_error() {
     let grad = leaf.grad().unwrap();
     assert_eq!(grad.device(), Device::Cpu);
     assert_eq!(grad.to_vec(), x.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+    // Ops without a GPU kernel refuse GPU tensors with a typed error (no silent copy).
+    let unsupported = |op| Error::Unsupported { op, device: Device::Gpu };
+    let opts = fixpoint::ops::fused::CrossEntropyOpts::default();
+    assert_eq!(g.cross_entropy(&[0, 1, 2], opts).unwrap_err(), unsupported("cross_entropy"));
+    assert_eq!(Tensor::concat(&[&g, &g], 0).unwrap_err(), unsupported("concat"));
+    assert_eq!(g.logsumexp(&[1], false).unwrap_err(), unsupported("logsumexp"));
+    assert!(unsupported("concat").to_string().contains("to_device"));
     // max on the GPU is forward only; recording it is a typed error.
     let p = to_gpu(&x).requires_grad_();
     assert_eq!(p.max(&[1], false).unwrap_err(), Error::Unsupported { op: "max backward", device: Device::Gpu });

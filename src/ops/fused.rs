@@ -444,6 +444,7 @@ impl Tensor {
     /// a target ≥ C that is not the ignore index is `Index`; ε outside [0, 1] is
     /// `InvalidArgument`; C = 0 is `Empty`; rank 0 is `Axis`.
     pub fn cross_entropy(&self, targets: &[usize], opts: CrossEntropyOpts) -> Result<Tensor> {
+        Tensor::cpu_only("cross_entropy", &[self])?;
         let _p = crate::profile::fwd("cross_entropy");
         const OP: &str = "cross_entropy";
         let (ax, c) = nonempty_axis(self, OP, -1)?;

@@ -334,6 +334,7 @@ impl Tensor {
     }
     /// Index of the first maximum along `axis`.
     pub fn argmax_indices(&self, axis: isize) -> Result<Vec<usize>> {
+        Tensor::cpu_only("argmax", &[self])?;
         let p = plan(self, "argmax", &[axis], false)?;
         ensure_nonempty(self, "argmax", &p)?;
         let r = rows(self, &p.axes);
@@ -369,6 +370,7 @@ impl Backward for LogSumExpBackward {
 impl Tensor {
     /// `log(sum(exp(x)))` over `axes`, computed stably (max subtracted first).
     pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        Tensor::cpu_only("logsumexp", &[self])?;
         let _p = crate::profile::fwd("logsumexp");
         let p = plan(self, "logsumexp", axes, keepdim)?;
         ensure_nonempty(self, "logsumexp", &p)?;
@@ -414,6 +416,7 @@ impl Tensor {
     /// Variance over `axes` with `correction` subtracted from the count in the
     /// denominator (0: population variance, 1: unbiased sample variance).
     pub fn var(&self, axes: &[isize], keepdim: bool, correction: usize) -> Result<Tensor> {
+        Tensor::cpu_only("var", &[self])?;
         let _p = crate::profile::fwd("var");
         let p = plan(self, "var", axes, keepdim)?;
         ensure_nonempty(self, "var", &p)?;
