@@ -1398,22 +1398,18 @@ fn cmd_bench_gpu(a: &BenchGpuArgs) -> CliResult<()> {
     let r = fixpoint::gpu::bench::run(&opts).map_err(|e| e.to_string())?;
     println!("bench gpu: adapter {}; medians of {} repetitions", r.adapter, opts.reps);
     let n = opts.gemm_n;
-    println!(
-        "  gemm {n}x{n}x{n}:  cpu {:8.2} ms ({:7.1} GFLOP/s)   gpu {:8.2} ms ({:7.1} GFLOP/s)   max rel err {:.2e}",
-        r.gemm.cpu_s * 1e3,
-        r.gemm.cpu_rate(),
-        r.gemm.gpu_s * 1e3,
-        r.gemm.gpu_rate(),
-        r.gemm.max_rel_err
-    );
-    println!(
-        "  scan {b}x{t}x{d}: cpu {:8.2} ms ({:7.1} GB/s)     gpu {:8.2} ms ({:7.1} GB/s)     max rel err {:.2e}",
-        r.scan.cpu_s * 1e3,
-        r.scan.cpu_rate(),
-        r.scan.gpu_s * 1e3,
-        r.scan.gpu_rate(),
-        r.scan.max_rel_err
-    );
+    let line = |what: String, t: &fixpoint::gpu::bench::Timing, unit: &str| {
+        println!(
+            "  {what:<18} cpu {:8.2} ms ({:7.1} {unit})   gpu {:8.2} ms ({:7.1} {unit})   max rel err {:.2e}",
+            t.cpu_s * 1e3,
+            t.cpu_rate(),
+            t.gpu_s * 1e3,
+            t.gpu_rate(),
+            t.max_rel_err
+        )
+    };
+    line(format!("gemm {n}x{n}x{n}:"), &r.gemm, "GFLOP/s");
+    line(format!("scan {b}x{t}x{d}:"), &r.scan, "GB/s");
     if a.json {
         println!("{}", r.to_json());
     }

@@ -60,29 +60,15 @@ fn rows_kernel(op: &'static str, k: &Kernel, inputs: &[&Tensor], axis: usize, lo
     Tensor::from_storage(Storage::Gpu(out), x.shape_obj().clone()).permute(&inv)
 }
 
-struct SoftmaxBackward {
-    out: Tensor,
-    axis: usize,
-    log: bool,
-}
-
-impl Backward for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        if self.log { "log_softmax" } else { "softmax" }
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        Tensor::common_device(self.name(), &[&self.out, g])?;
-        Ok(vec![Some(rows_kernel(self.name(), &SOFTMAX_BWD, &[&self.out, g], self.axis, self.log)?)])
-    }
-}
-
-/// Softmax (or log-softmax) of a GPU tensor along `axis` (resolved, non-empty).
+/// Softmax (or log-softmax) of a GPU tensor along `axis` (resolved, non-empty); the
+/// op and its backward rule are `ops::fused`'s, which dispatch here.
 pub fn softmax(x: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
-    let op = if log { "log_softmax" } else { "softmax" };
-    let mut y = rows_kernel(op, &SOFTMAX, &[x], axis, log)?;
-    let out = y.detach();
-    y.node = Tensor::record(y.shape_obj(), &[x], || SoftmaxBackward { out, axis, log });
-    Ok(y)
+    rows_kernel(if log { "log_softmax" } else { "softmax" }, &SOFTMAX, &[x], axis, log)
+}
+
+/// The input gradient of softmax (or log-softmax) from its output `y` and `g`.
+pub fn softmax_backward(y: &Tensor, g: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
+    rows_kernel(if log { "log_softmax backward" } else { "softmax backward" }, &SOFTMAX_BWD, &[y, g], axis, log)
 }
 
 struct NormBackward {

@@ -246,7 +246,15 @@ fn from_op_keeping_output<B: Backward + 'static>(
     inputs: &[&Tensor],
     make_backward: impl FnOnce(Tensor) -> B,
 ) -> Tensor {
-    let mut y = Tensor::from_parts(data, shape);
+    keeping_output(Tensor::from_parts(data, shape), inputs, make_backward)
+}
+
+/// [`from_op_keeping_output`] for an output tensor already made (on any device).
+fn keeping_output<B: Backward + 'static>(
+    mut y: Tensor,
+    inputs: &[&Tensor],
+    make_backward: impl FnOnce(Tensor) -> B,
+) -> Tensor {
     if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
         let rule = make_backward(y.detach());
         let parents = inputs.iter().map(|t| t.node.clone()).collect();
@@ -278,6 +286,9 @@ impl Backward for SoftmaxBackward {
         if self.log { "log_softmax" } else { "softmax" }
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if Tensor::common_device(self.name(), &[&self.out, g])? == crate::Device::Gpu {
+            return Ok(vec![Some(on_gpu!(self.name(), fused::softmax_backward(&self.out, g, self.axis, self.log))?)]);
+        }
         let n = self.out.shape()[self.axis];
         let y = rows_along(&self.out, self.axis);
         let g = rows_along(g, self.axis);
@@ -296,7 +307,8 @@ impl Tensor {
     fn softmax_impl(&self, op: &'static str, axis: isize, log: bool) -> Result<Tensor> {
         let (ax, n) = nonempty_axis(self, op, axis)?;
         if self.device() == crate::Device::Gpu {
-            return on_gpu!(op, fused::softmax(self, ax, log));
+            let y = on_gpu!(op, fused::softmax(self, ax, log))?;
+            return Ok(keeping_output(y, &[self], |out| SoftmaxBackward { out, axis: ax, log }));
         }
         let x = rows_along(self, ax);
         let _p = crate::profile::fwd(op);

@@ -17,20 +17,26 @@ fn pf(i: u32) -> f32 {
     return bitcast<f32>(P[i]);
 }
 
-// Element offset of row-major index `i` of the op's shape in operand `k`.
-fn strided(i: u32, k: u32) -> u32 {
-    let base = 2u + MAX_RANK + k * (1u + MAX_RANK);
+// Offset of row-major index `i` over `rank` axes whose sizes start at P[dims] and whose
+// strides start at P[strides].
+fn unravel(i: u32, rank: u32, dims: u32, strides: u32) -> u32 {
     var rem = i;
-    var off = P[base];
-    var d = P[1];
+    var off = 0u;
+    var d = rank;
     loop {
         if d == 0u {
             break;
         }
         d = d - 1u;
-        let dim = P[2u + d];
-        off = off + (rem % dim) * P[base + 1u + d];
+        let dim = P[dims + d];
+        off = off + (rem % dim) * P[strides + d];
         rem = rem / dim;
     }
     return off;
+}
+
+// Element offset of row-major index `i` of the op's shape in operand `k`.
+fn strided(i: u32, k: u32) -> u32 {
+    let base = 2u + MAX_RANK + k * (1u + MAX_RANK);
+    return P[base] + unravel(i, P[1], 2u, base + 1u);
 }

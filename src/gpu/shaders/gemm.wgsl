@@ -14,19 +14,7 @@ var<workgroup> Bs: array<f32, 1024>; // [TK][TS]
 
 // Offset of batch entry `bi` in the operand whose batch strides start at P[s].
 fn batch_offset(bi: u32, s: u32) -> u32 {
-    var rem = bi;
-    var off = 0u;
-    var d = P[3];
-    loop {
-        if d == 0u {
-            break;
-        }
-        d = d - 1u;
-        let dim = P[4u + d];
-        off = off + (rem % dim) * P[s + d];
-        rem = rem / dim;
-    }
-    return off;
+    return unravel(bi, P[3], 4u, s);
 }
 
 @compute @workgroup_size(16, 16, 1)
