@@ -7,11 +7,16 @@ use crate::error::Result;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 
-const FWD: Kernel =
-    Kernel { name: "householder", src: shader!("householder.wgsl"), entry: "householder", inputs: 3, outputs: 1 };
+const FWD: Kernel = Kernel {
+    name: "householder",
+    src: shader!("householder_steps.wgsl", "householder.wgsl"),
+    entry: "householder",
+    inputs: 3,
+    outputs: 1,
+};
 const BWD: Kernel = Kernel {
     name: "householder_backward",
-    src: shader!("householder_backward.wgsl"),
+    src: shader!("householder_steps.wgsl", "householder_backward.wgsl"),
     entry: "householder_backward",
     inputs: 4,
     outputs: 3,

@@ -6,7 +6,7 @@
 @group(0) @binding(2) var<storage, read> ALPHA: array<f32>;
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read> G: array<f32>;
-@group(0) @binding(5) var<storage, read_write> DU: array<f32>;
+@group(0) @binding(5) var<storage, read_write> WORK: array<f32>; // du
 @group(0) @binding(6) var<storage, read_write> DA: array<f32>;
 @group(0) @binding(7) var<storage, read_write> DV: array<f32>;
 
@@ -26,31 +26,21 @@ fn householder_backward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(n
     for (var ii = r; ii > 0u; ii = ii - 1u) {
         let i = ii - 1u;
         let wb = (row * r + i) * d;
-        // v_i = H_{i−1} ⋯ H_0 v, built in DU's slot i.
+        // v_i = H_{i−1} ⋯ H_0 v, built in du's slot i.
         for (var j = 0u; j < d; j = j + 1u) {
-            DU[wb + j] = V[vb + j];
+            WORK[wb + j] = V[vb + j];
         }
-        for (var k = 0u; k < i; k = k + 1u) {
-            let ub = (row * r + k) * d;
-            var dot = 0.0;
-            for (var j = 0u; j < d; j = j + 1u) {
-                dot = dot + U[ub + j] * DU[wb + j];
-            }
-            let coef = scale * ALPHA[row * r + k] * dot;
-            for (var j = 0u; j < d; j = j + 1u) {
-                DU[wb + j] = fma(-coef, U[ub + j], DU[wb + j]);
-            }
-        }
+        apply_steps(row, i, wb);
         var s = 0.0;
         var w = 0.0;
         for (var j = 0u; j < d; j = j + 1u) {
-            s = s + U[wb + j] * DU[wb + j];
+            s = s + U[wb + j] * WORK[wb + j];
             w = w + U[wb + j] * DV[vb + j];
         }
         let ca = scale * ALPHA[row * r + i];
         DA[row * r + i] = -scale * s * w;
         for (var j = 0u; j < d; j = j + 1u) {
-            DU[wb + j] = -ca * (s * DV[vb + j] + w * DU[wb + j]);
+            WORK[wb + j] = -ca * (s * DV[vb + j] + w * WORK[wb + j]);
         }
         for (var j = 0u; j < d; j = j + 1u) {
             DV[vb + j] = fma(-ca * w, U[wb + j], DV[vb + j]);
