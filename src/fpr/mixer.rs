@@ -137,10 +137,10 @@ impl Backward for HouseholderBackward {
     }
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         if Tensor::common_device("householder backward", &[&self.v, g])? == crate::Device::Gpu {
-            let saved = [&self.u, &self.alpha, &self.v];
+            let op = "householder backward";
             return on_gpu!(
-                "householder backward",
-                mixer::householder_backward(saved, g, self.scale, self.dims, needs)
+                op,
+                mixer::householder_backward([&self.u, &self.alpha, &self.v], g, self.scale, self.dims, needs)
             );
         }
         let (n, r, d) = self.dims;
