@@ -425,3 +425,23 @@ fn gpu_fprnn_layer_steps_match_cpu() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "step {i}: cpu loss {c}, gpu loss {g} (all: {cpu:?} vs {gpu:?})");
     }
 }
+
+#[test]
+fn gpu_validation_errors_are_typed() {
+    if !gpu("gpu_validation_errors_are_typed") {
+        return;
+    }
+    // An invalid shader is a validation error: returned as Error::Gpu naming the op,
+    // not a panic in wgpu's default handler.
+    use fixpoint::gpu::{Kernel, context};
+    const BROKEN: Kernel = Kernel { name: "test_broken", src: "fn main( {", entry: "main", inputs: 0, outputs: 1 };
+    let ctx = context().unwrap();
+    let out = fixpoint::gpu::alloc(4).unwrap();
+    match ctx.launch("broken_op", &BROKEN, &[0], &[], &[out.raw()], [1, 1, 1]) {
+        Err(Error::Gpu { op: "broken_op", message }) => assert!(!message.is_empty()),
+        other => panic!("expected Error::Gpu for an invalid shader, got {other:?}"),
+    }
+    // The device stays usable afterwards.
+    let x = rand_tensor(&[4, 3], -1.0, 1.0, &mut Rng::new(15).stream("x"));
+    close("after an error", &to_gpu(&x).relu(), &x.relu(), 0.0, 0.0);
+}
