@@ -51,6 +51,9 @@ pub enum Error {
     GpuUnavailable { message: String },
     /// The GPU driver or wgpu reported an error (validation, out of memory, readback).
     Gpu { op: &'static str, message: String },
+    /// Training produced a NaN or an infinity: the step (1-based, as in metrics and
+    /// checkpoint names), what was not finite, and the first parameter affected.
+    Diverged { step: u64, what: String, param: Option<String> },
 }
 
 impl From<crate::data::DataError> for Error {
@@ -115,6 +118,14 @@ impl fmt::Display for Error {
             }
             Error::GpuUnavailable { message } => write!(f, "no GPU: {message}"),
             Error::Gpu { op, message } => write!(f, "{op}: GPU error: {message}"),
+            Error::Diverged { step, what, param } => {
+                write!(f, "diverged at step {step}: {what}")?;
+                match param {
+                    Some(p) => write!(f, " (first parameter affected: {p})")?,
+                    None => write!(f, " (every parameter and gradient is finite)")?,
+                }
+                write!(f, "; nothing was saved after the last checkpoint: lower the learning rate or resume from it")
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use fixpoint::data::images::Fit28;
 use fixpoint::data::synthetic_images::EmbeddedConfig;
 use fixpoint::dino::probes::{KnnVote, ProbeResult};
 use fixpoint::dino::{EncoderConfig, MlpEncoderConfig, VitConfig};
-use fixpoint::fpr::ModelKind;
+use fixpoint::fpr::{BackwardMode, KronNorm, MixerKind, ModelKind};
 use fixpoint::tasks::Task;
 use fixpoint::train::dino::{
     DataChoice, DinoHooks, EpochRecord, RunInfo, StepBench, StepInfo, bench_distill_step, train_dino,
@@ -120,8 +120,38 @@ struct BenchFixedPointArgs {
     #[arg(long, default_value_t = 5)]
     reps: usize,
     /// JSON printed by benches/peers/fp_iter_jax.py (`jax_fp_iter_ms`), for fp_iter_speedup_over_jax.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peer_jax")]
     peer_json: Option<PathBuf>,
+    /// State sizes D (comma-separated; default 64,128,256).
+    #[arg(long, value_delimiter = ',')]
+    dims: Option<Vec<usize>>,
+    /// Sequence lengths T (comma-separated; default 64,256,1024,4096).
+    #[arg(long, value_delimiter = ',')]
+    lens: Option<Vec<usize>>,
+    /// Run the JAX peer (python3 benches/peers/fp_iter_jax.py) first, at the same thread
+    /// count, and record its time beside ours (needs python3 with jax).
+    #[arg(long)]
+    peer_jax: bool,
+}
+
+/// Run `benches/peers/fp_iter_jax.py` at `threads` threads and return its JSON line.
+fn run_jax_peer(threads: usize) -> CliResult<Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/fp_iter_jax.py");
+    let script = if script.exists() { script } else { PathBuf::from("benches/peers/fp_iter_jax.py") };
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--threads", &threads.to_string(), "--batch", "8", "--dim", "128", "--time", "1024", "--rank", "2"])
+        .env("JAX_PLATFORMS", "cpu")
+        .output()
+        .map_err(|e| format!("cannot run python3 {}: {e}", script.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        return Err(format!("the JAX peer {} failed: {last}", script.display()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("the JAX peer printed no JSON line ({e}): {line:?}"))
 }
 
 #[derive(Args, Debug)]
@@ -329,22 +359,43 @@ struct FprnnArgs {
     /// Print one JSON object as the last line of stdout (the same as summary.json).
     #[arg(long)]
     json: bool,
-    /// The quick preset: A4, length 16, 1 layer, d 64, D 128, Householder rank 4, batch 128,
-    /// lr 1e-3 (100 warm-up steps, cosine), lmax 16 (other flags override it).
+    /// The quick preset: A4, length 16, 1 layer, d 64, D 128, Householder rank 4 with the
+    /// paper's alpha scale 1, batch 128, lr 1e-3 (100 warm-up steps, cosine), lmax 16, 3000
+    /// steps (other flags override it).
     #[arg(long)]
     quick: bool,
     /// z2 (parity), z60, a4, a5, s5, copy or arith.
     #[arg(long)]
     task: Option<String>,
-    /// fp-rnn, diagonal (Q = I), dense-seq, lstm (fp-mamba and mamba: Fixed point II).
+    /// fp-rnn, diagonal (Q = I), dense-seq, lstm, fp-mamba, mamba (Q = I, no y-dependence).
     #[arg(long)]
     model: Option<String>,
-    /// householder:R (fp-rnn, dense-seq); kronecker and dplr:R come with Fixed point II.
+    /// householder:R (fp-rnn, dense-seq, fp-mamba), kronecker (fp-rnn, dense-seq, fp-mamba),
+    /// dplr:R (fp-mamba only: DPLR is not contractive, spec §8.12).
     #[arg(long)]
     mixer: Option<String>,
-    /// one-step (implicit and phantom-K come with Fixed point II).
+    /// one-step, implicit or phantom-K (K >= 1): one for every layer, or one per layer
+    /// separated by commas.
     #[arg(long)]
     backward: Option<String>,
+    /// Kronecker normalisation (§8.2): spectral (default) or rows.
+    #[arg(long)]
+    kron_norm: Option<String>,
+    /// Householder alpha scale (§8.1): 2 (reference code, default) or 1 (paper).
+    #[arg(long)]
+    hh_alpha_scale: Option<f32>,
+    /// The short depthwise causal convolutions (kernel 4) of §4.2 / §4.3.
+    #[arg(long)]
+    short_conv: bool,
+    /// FP-Mamba: B and C do not depend on the shifted output (the Table 1 ablation).
+    #[arg(long)]
+    no_bc_y_dependence: bool,
+    /// FP-Mamba / Mamba: apply the SiLU(z) gate inside every iteration (glu_in_loop).
+    #[arg(long)]
+    glu_in_loop: bool,
+    /// N of the FP-Mamba / Mamba blocks.
+    #[arg(long)]
+    d_state: Option<usize>,
     /// Residual layers.
     #[arg(long)]
     layers: Option<usize>,
@@ -550,13 +601,37 @@ fn cmd_mlp(a: &MlpArgs) -> CliResult<()> {
 
 fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
     let mut opts = fixpoint::bench::fixed_point::FixedPointOpts { reps: a.reps.max(1), ..Default::default() };
-    if let Some(p) = &a.peer_json {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
-        opts.peer_jax_iter_ms =
-            Some(v["jax_fp_iter_ms"].as_f64().ok_or_else(|| format!("{}: no number jax_fp_iter_ms", p.display()))?);
+    if let Some(v) = &a.dims {
+        if v.contains(&0) {
+            return Err("--dims must be positive".into());
+        }
+        opts.dims = v.clone();
     }
-    let out = fixpoint::bench::fixed_point::run(&opts).map_err(|e| e.to_string())?;
+    if let Some(v) = &a.lens {
+        if v.contains(&0) {
+            return Err("--lens must be positive".into());
+        }
+        opts.lens = v.clone();
+    }
+    let peer = match (&a.peer_json, a.peer_jax) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|e| format!("{}: not JSON: {e}", p.display()))?)
+        }
+        (None, true) => Some(run_jax_peer(rayon::current_num_threads())?),
+        (None, false) => None,
+    };
+    if let Some(v) = &peer {
+        opts.peer_jax_iter_ms = Some(
+            v["jax_fp_iter_ms"].as_f64().ok_or_else(|| format!("the JAX peer gave no number jax_fp_iter_ms: {v}"))?,
+        );
+    }
+    let mut out = fixpoint::bench::fixed_point::run(&opts).map_err(|e| e.to_string())?;
+    if let Some(v) = peer {
+        out["jax_peer"] = v;
+        out["jax_peer"]["source"] =
+            json!(if a.peer_jax { "run by --peer-jax in this invocation" } else { "--peer-json" });
+    }
     for key in ["fp_iter_time_over_scan", "fp_fwd_speedup_over_dense_d256_t1024", "fp_iter_speedup_over_jax"] {
         if let Some(v) = out.get(key).and_then(Value::as_f64) {
             println!("{key:<40} {v:.3}");
@@ -568,16 +643,24 @@ fn cmd_bench_fixed_point(a: &BenchFixedPointArgs) -> CliResult<()> {
     Ok(())
 }
 
-const FP2: &str = "is built (fixpoint::fpr) but not wired into `fixpoint fprnn` yet";
-
-/// Parse `--model`: the kinds of `fpr::ModelKind`; `fp-mamba` and `mamba` are known but
-/// not built yet.
+/// Parse `--model`: the kinds of `fpr::ModelKind`.
 fn parse_model(s: &str) -> CliResult<ModelKind> {
-    match s {
-        "fp-mamba" | "mamba" => Err(format!("model {s} {FP2}")),
-        _ => ModelKind::parse(s)
-            .map_err(|_| format!("unknown model {s:?} (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm)")),
+    ModelKind::parse(s).map_err(|_| format!("unknown model {s:?} (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm)"))
+}
+
+/// Parse `--backward`: one mode, or one per layer separated by commas.
+fn parse_backward(s: &str, layers: usize) -> CliResult<Vec<BackwardMode>> {
+    let modes = s
+        .split(',')
+        .map(|m| {
+            BackwardMode::parse(m.trim())
+                .map_err(|_| format!("unknown backward {m:?} (one-step, implicit, phantom-K with K >= 1)"))
+        })
+        .collect::<CliResult<Vec<_>>>()?;
+    if modes.len() != 1 && modes.len() != layers {
+        return Err(format!("--backward names {} modes for {layers} layers (give one, or one per layer)", modes.len()));
     }
+    Ok(modes)
 }
 
 /// Apply `--mixer` to a config for `model`.
@@ -587,11 +670,13 @@ fn apply_mixer(c: &mut FprnnConfig, mixer: &str) -> CliResult<()> {
     let rank = |a: Option<&str>| -> CliResult<Option<usize>> {
         a.map(|a| a.parse::<usize>().map_err(|_| format!("bad mixer rank {a:?} in {mixer:?}"))).transpose()
     };
+    let with_mixer = matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba);
     match kind {
         "householder" | "h" => {
-            if !matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) {
+            if !with_mixer {
                 return Err(format!("mixer {mixer} is not allowed with model {} (it has no mixer)", model.name()));
             }
+            c.mixer = None;
             match rank(arg)? {
                 Some(0) => Err("the Householder rank must be at least 1".into()),
                 Some(r) => {
@@ -601,13 +686,29 @@ fn apply_mixer(c: &mut FprnnConfig, mixer: &str) -> CliResult<()> {
                 None => Ok(()),
             }
         }
+        "kronecker" | "k" if with_mixer => {
+            let norm = match arg {
+                None => KronNorm::Spectral,
+                Some(a) => {
+                    KronNorm::parse(a).map_err(|_| format!("bad Kronecker norm {a:?} in {mixer:?} (rows, spectral)"))?
+                }
+            };
+            c.mixer = Some(MixerKind::Kronecker { norm, detach_rho: false });
+            Ok(())
+        }
+        "dplr" if model == ModelKind::FpMamba => match rank(arg)? {
+            Some(0) => Err("the DPLR rank must be at least 1".into()),
+            r => {
+                c.mixer = Some(MixerKind::Dplr { rank: r.unwrap_or(c.rank) });
+                Ok(())
+            }
+        },
         "identity" | "none" if model == ModelKind::Diagonal || (kind == "none" && model == ModelKind::Lstm) => Ok(()),
         "identity" | "none" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
         "dplr" if matches!(model, ModelKind::FpRnn | ModelKind::DenseSeq) => Err(format!(
             "mixer {mixer} is not allowed with model {}: DPLR is not contractive (spec §4.4)",
             model.name()
         )),
-        "kronecker" | "k" | "dplr" if model == ModelKind::FpRnn => Err(format!("mixer {kind} {FP2}")),
         "kronecker" | "k" | "dplr" => Err(format!("mixer {mixer} is not allowed with model {}", model.name())),
         _ => Err(format!("unknown mixer {mixer:?} (householder:R, kronecker, dplr:R)")),
     }
@@ -617,7 +718,11 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
     let model = match (&a.model, a.quick) {
         (Some(m), _) => parse_model(m)?,
         (None, true) => ModelKind::FpRnn,
-        (None, false) => return Err("--model is required (fp-rnn, diagonal, dense-seq, lstm) unless --quick".into()),
+        (None, false) => {
+            return Err(
+                "--model is required (fp-rnn, fp-mamba, diagonal, mamba, dense-seq, lstm) unless --quick".into()
+            );
+        }
     };
     let mut c = match (&a.task, a.quick) {
         (None, true) => FprnnConfig::quick(model),
@@ -630,17 +735,48 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
         }
         (None, false) => return Err("--task is required (z2, z60, a4, a5, s5, copy, arith) unless --quick".into()),
     };
-    if let Some(b) = &a.backward
-        && b != "one-step"
-    {
-        return Err(if b == "implicit" || b.starts_with("phantom") {
-            format!("backward {b} {FP2}")
-        } else {
-            format!("unknown backward {b:?} (one-step, implicit, phantom-K)")
-        });
+    if let Some(v) = a.layers {
+        c.n_layers = v;
+    }
+    if let Some(b) = &a.backward {
+        c.backward = parse_backward(b, c.n_layers)?;
+    }
+    if let Some(v) = a.hh_alpha_scale {
+        if v != 1.0 && v != 2.0 {
+            return Err(format!("--hh-alpha-scale must be 1 (paper) or 2 (reference code), got {v}"));
+        }
+        c.alpha_scale = v;
     }
     if let Some(m) = &a.mixer {
         apply_mixer(&mut c, m)?;
+    }
+    if let Some(n) = &a.kron_norm {
+        let norm = KronNorm::parse(n).map_err(|_| format!("unknown --kron-norm {n:?} (rows, spectral)"))?;
+        match &mut c.mixer {
+            Some(MixerKind::Kronecker { norm: m, .. }) => *m = norm,
+            _ => return Err("--kron-norm needs --mixer kronecker".into()),
+        }
+    }
+    let mamba = matches!(c.model, ModelKind::FpMamba | ModelKind::Mamba);
+    if a.no_bc_y_dependence {
+        if c.model != ModelKind::FpMamba {
+            return Err(format!("--no-bc-y-dependence is for fp-mamba, not {}", c.model.name()));
+        }
+        c.bc_y_dependence = false;
+    }
+    if a.glu_in_loop && !mamba {
+        return Err(format!("--glu-in-loop is for fp-mamba and mamba, not {}", c.model.name()));
+    }
+    c.glu_in_loop = a.glu_in_loop;
+    if a.short_conv && matches!(c.model, ModelKind::Lstm) {
+        return Err("--short-conv is not allowed with model lstm".into());
+    }
+    c.short_conv = a.short_conv;
+    if let Some(v) = a.d_state {
+        if !mamba {
+            return Err(format!("--d-state is for fp-mamba and mamba, not {}", c.model.name()));
+        }
+        c.d_state = v;
     }
     if let Some(n) = a.train_len {
         c.task.set_train_len(n).map_err(|e| e.to_string())?;
@@ -660,9 +796,6 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
         }
         c.steps = v as usize;
         c.warmup = c.warmup.min(c.steps / 10);
-    }
-    if let Some(v) = a.layers {
-        c.n_layers = v;
     }
     if let Some(v) = a.d_model {
         c.d_model = v;
@@ -733,16 +866,16 @@ fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
         let info = t.step().map_err(e)?;
         last_loss = info.loss;
         let step = t.step_index() as u64;
-        run.log(
-            step,
-            &[
-                ("loss", info.loss as f64),
-                ("lr", lr as f64),
-                ("token_acc", info.token_acc),
-                ("iterations", info.iterations),
-            ],
-        )
-        .map_err(e)?;
+        let mut fields = vec![
+            ("loss", info.loss as f64),
+            ("lr", lr as f64),
+            ("token_acc", info.token_acc),
+            ("iterations", info.iterations),
+        ];
+        if let Some(i) = info.adjoint_iterations {
+            fields.push(("adjoint_iterations", i));
+        }
+        run.log(step, &fields).map_err(e)?;
         if t.val_due() {
             let v = t.validate().map_err(e)?;
             let mut fields = vec![("val_seq_acc", v.seq_acc), ("val_token_acc", v.token_acc)];
@@ -1095,7 +1228,6 @@ impl DinoHooks for HarnessHooks {
         self.keep(r);
     }
     fn on_epoch(&mut self, e: &EpochRecord, student: &fixpoint::dino::DinoModel) {
-        use fixpoint::nn::Module;
         self.print.on_epoch(e, student);
         let fields = [
             ("epoch", e.epoch as f64),
@@ -1109,17 +1241,26 @@ impl DinoHooks for HarnessHooks {
         self.epochs.push(e.clone());
         let Some(run) = self.run.as_mut() else { return };
         let r = run.log_eval(self.last_step, &fields);
-        let mut ck = run.checkpoint(self.last_step).with_meta("epoch", e.epoch.to_string());
-        for (name, p) in student.params() {
-            ck = ck.with_param(name, p);
-        }
-        let saved = if e.epoch > 0 { run.save_checkpoint(&ck).map(|_| ()) } else { Ok(()) };
         self.keep(r);
-        self.keep(saved);
-        self.last_ckpt = Some(ck);
     }
     fn should_stop(&mut self) -> bool {
         self.run.as_ref().is_some_and(|r| r.interrupted()) || self.error.is_some()
+    }
+    fn resume(&mut self) -> Option<fixpoint::run::Checkpoint> {
+        let ck = self.run.as_mut()?.take_resumed()?;
+        self.last_step = ck.step;
+        Some(ck)
+    }
+    /// A checkpoint after every epoch and every --ckpt-every steps.
+    fn on_state(&mut self, state: &fixpoint::train::dino::DinoState<'_>, epoch_end: bool) {
+        let Some(run) = self.run.as_mut() else { return };
+        if !epoch_end && !run.checkpoint_due(state.step()) {
+            return;
+        }
+        let ck = state.save(run.checkpoint(state.step()));
+        let saved = run.save_checkpoint(&ck).map(|_| ());
+        self.keep(saved);
+        self.last_ckpt = Some(ck);
     }
 }
 
@@ -1239,9 +1380,6 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
     let preset = if a.quick { "quick" } else { "full" };
     let mut config = json!({"command": "dino", "preset": preset, "config": format!("{c:?}")});
     config["threads"] = json!(rayon::current_num_threads());
-    if a.run.resume {
-        return Err("dino cannot --resume yet: its checkpoints hold the student's parameters only".into());
-    }
     let mut hooks = HarnessHooks {
         print: PrintHooks { every: 1, print: !a.run.quiet },
         run: None,
@@ -1277,7 +1415,7 @@ fn cmd_dino(a: &DinoArgs) -> CliResult<()> {
     if let Err(e) = plot_probes(run.path(), &epochs) {
         eprintln!("warning: probe_accuracy.png not drawn: {e}");
     }
-    if run.interrupted() {
+    if run.interrupted() && r.stopped_early {
         let code = run.finish_interrupted(&ck).map_err(|e| e.to_string())?;
         std::process::exit(code);
     }
@@ -1486,6 +1624,21 @@ fn cmd_bench_core(a: &BenchCoreArgs) -> CliResult<()> {
         println!("{}", r.to_json());
     }
     Ok(())
+}
+
+/// Parse a command line (`args[0]` is the program name) and build the configuration of
+/// a training command, without running anything: what `fuzz/fuzz_targets/cli.rs`
+/// exercises (it includes this file as a module). A bad command line is an `Err` with
+/// one line, never a panic.
+#[allow(dead_code)]
+pub fn check_command_line(args: &[String]) -> CliResult<()> {
+    let cli = Cli::try_parse_from(args).map_err(|e| clap_one_line(&e))?;
+    match &cli.command {
+        Command::Mlp(a) => mlp_config(a).map(drop),
+        Command::Fprnn(a) => fprnn_config(a).map(drop),
+        Command::Dino(a) => dino_config(a).map(drop),
+        _ => Ok(()),
+    }
 }
 
 /// The first line of a clap error (it starts with `error:`), without usage text.

@@ -413,3 +413,26 @@ fn real_fashion_mnist_when_installed() {
     let (m, s) = channel_stats(&set, 0);
     assert!(m.abs() < 0.01 && (0.9..1.0).contains(&s), "normalised mean {m} std {s}");
 }
+
+#[test]
+fn gunzipped_size_is_capped_and_parse_bytes_matches_the_file_loader() {
+    // A gzip bomb in miniature: 1 MiB of zeros compresses to about 1 KiB.
+    let big = idx_bytes(&[1 << 20], &vec![0u8; 1 << 20]);
+    let bomb = gz(&big);
+    assert!(bomb.len() < 8 << 10);
+    match idx::gunzip_maybe(bomb.clone(), "bomb.gz", 64 << 10).unwrap_err() {
+        DataError::Gzip { path, message, .. } => {
+            assert_eq!(path, "bomb.gz");
+            assert!(message.contains("more than 65536 bytes"), "{message}");
+        }
+        e => panic!("{e:?}"),
+    }
+    // Under the cap the same bytes parse, exactly as the file loader parses them.
+    let labels = idx::parse_bytes(&bomb, "bomb.gz", Some(10), 2 << 20).unwrap();
+    assert_eq!((labels.dims.clone(), labels.data.len()), (vec![1 << 20], 1 << 20));
+    let img = idx_bytes(&[3, 28, 28], &mnist_like(3).0);
+    let a = idx::parse_bytes(&gz(&img), "i.gz", None, idx::MAX_GUNZIPPED).unwrap();
+    let b = idx::parse_bytes(&img, "i", None, idx::MAX_GUNZIPPED).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.dims, [3, 28, 28]);
+}

@@ -125,3 +125,64 @@ proptest! {
         prop_assume!(res.is_some());
     }
 }
+
+/// One evaluation of `F` (the fused per-sequence pass of `FpCore::step`) against `F`
+/// evaluated in f64 from the spec (§2.1: `x̃ = Q(b⊙x − h) + h` with `Q_t` from
+/// `shift(h)`, then the diagonal scan); and bit for bit the same as the two-pass
+/// evaluation and at 1, 2 and 3 threads (3 sequences < 4 threads takes the two-pass path).
+#[test]
+fn one_step_is_f_and_the_same_on_every_path() {
+    for (i, &(b, t, d, r)) in [(3, 17, 8, 2), (1, 5, 1, 1), (2, 33, 13, 3), (4, 9, 64, 4)].iter().enumerate() {
+        for state in [false, true] {
+            let ranges = Ranges { lambda: (0.3, 0.95), alpha_pre: (-2.0, 2.0), w_h_gain: state.then_some(0.7) };
+            let mut rng = Rng::new(40 + i as u64);
+            let p = Problem::random(b, t, d, r, 2.0, &ranges, &mut rng);
+            let h: Vec<f32> = (0..b * t * d).map(|_| rng.range(-1.0, 1.0)).collect();
+            let core = p.core();
+            let run = |threads: usize, two_pass: bool| {
+                fixpoint::cpu::par::with_threads(Some(threads), || {
+                    let mut out = vec![f32::NAN; h.len()];
+                    let mut ws = fixpoint::fpr::Workspace::default();
+                    if two_pass { core.step_two_pass(&h, &mut out, &mut ws) } else { core.step(&h, &mut out, &mut ws) }
+                        .unwrap();
+                    out
+                })
+                .unwrap()
+            };
+            let fused = run(1, false);
+            for (threads, two_pass) in [(2, false), (4, false), (1, true), (2, true)] {
+                assert_eq!(
+                    run(threads, two_pass),
+                    fused,
+                    "case {i} state {state}: {threads} threads, two-pass {two_pass}"
+                );
+            }
+            // f64 reference.
+            let mut want = vec![0.0f64; h.len()];
+            for s in 0..b {
+                let mut carry = vec![0.0f64; d];
+                for k in 0..t {
+                    let row = s * t + k;
+                    let h_prev: Vec<f64> = if k == 0 {
+                        vec![0.0; d]
+                    } else {
+                        h[(row - 1) * d..row * d].iter().map(|&v| v as f64).collect()
+                    };
+                    let (u, alpha) = p.coefficients(row, &h_prev);
+                    let q = q_matrix(&u, &alpha, 2.0, d);
+                    for j in 0..d {
+                        let o = row * d;
+                        let xt: f64 =
+                            (0..d).map(|m| q[j * d + m] * (p.bx[o + m] as f64 - h[o + m] as f64)).sum::<f64>()
+                                + h[o + j] as f64;
+                        let lam = p.lambda[o + j] as f64;
+                        carry[j] = lam * carry[j] + (1.0 - lam) * xt;
+                        want[o + j] = carry[j];
+                    }
+                }
+            }
+            let (e, m) = max_err(&fused, &want);
+            assert!(e <= 2e-5 * m.max(1.0), "case {i} state {state}: error {e:e} (scale {m})");
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_close, assert_grads_tol, rand_tensor};
+use common::{assert_close, assert_grads, assert_grads_tol, rand_tensor};
 use fixpoint::autograd::no_grad;
 use fixpoint::fpr::{
     BackwardMode, FpMambaBlock, FpModel, Layer, MambaConfig, MambaInputs, MixerInput, MixerKind, ModelConfig,
@@ -279,4 +279,32 @@ fn t9_initialisation() {
         FpMambaBlock::new(&MambaConfig { d_state: 0, ..cfg }, &mut Rng::new(0)),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+/// FP-Mamba with the short convolution and `glu_in_loop`: the recorded step at a fixed
+/// state has the gradient of central differences in the block input, `glu_in_loop` has
+/// no `W_zy`, and the gate sits inside `F` (F changes with z alone).
+#[test]
+fn short_conv_and_glu_in_loop_have_their_gradients() {
+    let cfg = MambaConfig { d_inner: 6, d_state: 3, short_conv: true, glu_in_loop: true, ..MambaConfig::fp_mamba(4) };
+    let blk = FpMambaBlock::new(&cfg, &mut Rng::new(5)).unwrap();
+    let names: Vec<String> = blk.params().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("conv.")) && !names.iter().any(|n| n.starts_with("zy_proj")),
+        "{names:?}"
+    );
+    let u = rand_tensor(&[2, 5, 4], -1.0, 1.0, &mut Rng::new(6));
+    let run = SolveRun { quantile: 1.0, lmax: 50 };
+    let y_star = blk.forward(&u, &SolverConfig::fp_mamba(), &run, None).unwrap().state;
+    let w = rand_tensor(&[2, 5, 4], -1.0, 1.0, &mut Rng::new(7));
+    let f = |x: &[Tensor]| {
+        blk.forward(&x[0], &SolverConfig::fp_mamba(), &run, Some(&y_star))?.out.mul(&w).map(|t| t.sum_all())
+    };
+    assert_grads("fp-mamba short conv + glu_in_loop", f, std::slice::from_ref(&u));
+    let inp = no_grad(|| blk.prepare(&u)).unwrap();
+    let mut inp2 = inp.clone();
+    inp2.z = inp.z.add_scalar(1.0);
+    let (a, b) = no_grad(|| (blk.step(&inp, &y_star).unwrap().to_vec(), blk.step(&inp2, &y_star).unwrap().to_vec()));
+    assert_ne!(a, b, "the gate is inside F");
+    assert!(FpMambaBlock::new(&MambaConfig { conv_kernel: 0, ..cfg }, &mut Rng::new(0)).is_err());
 }

@@ -8,10 +8,10 @@ mod common;
 mod fpr_common;
 
 use common::{assert_close, assert_grads, assert_grads_tol, make_view, rand_tensor, view_kind};
-use fixpoint::fpr::{FpCore, HouseholderKernel, HouseholderMixer, MixerKernel, householder};
+use fixpoint::fpr::{FpCore, HouseholderKernel, HouseholderMixer, MixerKernel, householder, householder_from_pre};
 use fixpoint::nn::Module;
 use fixpoint::{Error, Rng, Tensor};
-use fpr_common::{identity, inverse, q_matrix};
+use fpr_common::{coefficients_f64, identity, inverse, q_matrix};
 use proptest::prelude::*;
 
 /// Unit rows (`r` of length `d`) as f32.
@@ -320,4 +320,70 @@ proptest! {
         }
         assert_close("householder", &got, &want, 1e-5, 1e-5);
     }
+}
+
+/// The fused op from pre-activations: forward against `Q v` built in f64 from the spec's
+/// coefficients (`u = normalize(SiLU(pre))`, `α = σ(pre_α)`), and its recomputing
+/// backward against central differences in all three inputs, for both α scales, a
+/// row whose `u` pre-activations are all very negative (norm below eps: the `du/eps`
+/// branch), odd sizes and a strided `v`.
+#[test]
+fn householder_from_pre_is_the_composite_and_has_its_gradient() {
+    for (lead, r, d, scale) in [(vec![3usize], 2usize, 5usize, 2.0f32), (vec![2, 3], 1, 7, 1.0), (vec![1], 3, 1, 2.0)] {
+        let mut rng = Rng::new(7 + d as u64);
+        let mut su = lead.clone();
+        su.push(r * d);
+        let mut sa = lead.clone();
+        sa.push(r);
+        let mut sv = lead.clone();
+        sv.push(d);
+        let mut pre_u = rand_tensor(&su, -2.0, 2.0, &mut rng);
+        if d == 7 {
+            // Row 0: SiLU(−30) ≈ −3e-12 per entry, norm below eps = 1e-6.
+            let mut v = pre_u.to_vec();
+            v[..r * d].iter_mut().for_each(|x| *x = -30.0);
+            pre_u = Tensor::from_vec(v, su.clone()).unwrap();
+        }
+        let pre_a = rand_tensor(&sa, -2.0, 2.0, &mut rng);
+        let v = rand_tensor(&sv, -1.0, 1.0, &mut rng);
+        let got = householder_from_pre(&pre_u, &pre_a, &v, scale, 1e-6).unwrap().to_vec();
+        let (pu, pa, vv) = (pre_u.to_vec(), pre_a.to_vec(), v.to_vec());
+        let mut want = Vec::new();
+        for row in 0..vv.len() / d {
+            let mut pre: Vec<f64> = pu[row * r * d..(row + 1) * r * d].iter().map(|&x| x as f64).collect();
+            pre.extend(pa[row * r..(row + 1) * r].iter().map(|&x| x as f64));
+            let (u, alpha) = coefficients_f64(&pre, r, d, 1e-6);
+            let q = q_matrix(&u, &alpha, scale as f64, d);
+            for i in 0..d {
+                want.push((0..d).map(|j| q[i * d + j] * vv[row * d + j] as f64).sum::<f64>());
+            }
+        }
+        assert_close(&format!("householder_from_pre {lead:?} r{r} d{d}"), &got, &want, 1e-5, 1e-5);
+        let f = |x: &[Tensor]| householder_from_pre(&x[0], &x[1], &x[2], scale, 1e-6);
+        if d == 7 {
+            // The tiny-norm row sits at a kink of max(‖s‖, eps): check v and α only.
+            assert_grads_tol(
+                "householder_from_pre (v, α)",
+                |x| f(&[pre_u.clone(), x[0].clone(), x[1].clone()]),
+                &[pre_a.clone(), v.clone()],
+                1e-2,
+                2e-3,
+                1e-2,
+            );
+        } else {
+            assert_grads(
+                &format!("householder_from_pre {lead:?} r{r} d{d}"),
+                f,
+                &[pre_u.clone(), pre_a.clone(), v.clone()],
+            );
+        }
+        // A transposed (strided) v gives the same values.
+        if lead.len() == 2 {
+            let vt = v.transpose(0, 1).unwrap().contiguous().transpose(0, 1).unwrap();
+            assert_eq!(householder_from_pre(&pre_u, &pre_a, &vt, scale, 1e-6).unwrap().to_vec(), got);
+        }
+    }
+    let (u, a, v) = (Tensor::zeros([2, 6]), Tensor::zeros([2, 2]), Tensor::zeros([2, 4]));
+    assert!(householder_from_pre(&u, &a, &v, 2.0, 1e-6).is_err(), "r·D = 8 expected for u");
+    assert!(householder_from_pre(&Tensor::zeros([2, 8]), &a, &v, 2.0, 0.0).is_err(), "eps must be positive");
 }

@@ -143,6 +143,73 @@ fn trainer_is_seeded_and_restores_from_a_checkpoint() {
     }
 }
 
+/// Run `fixpoint fprnn` on a tiny a4 setting with `extra` flags; the summary JSON.
+fn tiny_run(tag: &str, extra: &[&str]) -> Value {
+    let dir = temp_dir(tag);
+    let out = Command::new(BIN)
+        .args(["fprnn", "--task", "a4", "--d-model", "8", "--train-len", "4", "--steps", "3", "--batch", "4"])
+        .args(["--warmup", "1", "--eval-lengths", "4", "--eval-count", "4", "--val-every", "0", "--lmax", "6"])
+        .args(["--json", "--threads", "1", "--quiet"])
+        .args(extra)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut summary = summary;
+    summary["metrics"] = Value::String(metrics);
+    summary
+}
+
+#[test]
+fn every_model_mixer_and_backward_runs_end_to_end() {
+    let cases: &[(&[&str], &str, &str, &str)] = &[
+        (&["--model", "fp-mamba", "--mixer", "householder:2"], "fp-mamba", "householder:2", "one-step"),
+        (&["--model", "mamba"], "mamba", "identity", "one-step"),
+        (&["--model", "fp-rnn", "--mixer", "kronecker"], "fp-rnn", "kronecker", "one-step"),
+        (&["--model", "fp-rnn", "--mixer", "kronecker", "--kron-norm", "rows"], "fp-rnn", "kronecker:rows", "one-step"),
+        (&["--model", "fp-mamba", "--mixer", "kronecker"], "fp-mamba", "kronecker", "one-step"),
+        (&["--model", "fp-mamba", "--mixer", "dplr:2", "--short-conv"], "fp-mamba", "dplr:2", "one-step"),
+        (
+            &["--model", "fp-mamba", "--no-bc-y-dependence", "--glu-in-loop", "--d-state", "4"],
+            "fp-mamba",
+            "householder:4",
+            "one-step",
+        ),
+        (
+            &["--model", "fp-rnn", "--backward", "implicit", "--hh-alpha-scale", "1"],
+            "fp-rnn",
+            "householder:4",
+            "implicit",
+        ),
+        (&["--model", "fp-rnn", "--backward", "phantom-2", "--short-conv"], "fp-rnn", "householder:4", "phantom-2"),
+        (
+            &["--model", "fp-mamba", "--layers", "2", "--backward", "implicit,phantom-2"],
+            "fp-mamba",
+            "householder:4",
+            "implicit,phantom-2",
+        ),
+    ];
+    for (i, (flags, model, mixer, backward)) in cases.iter().enumerate() {
+        let s = tiny_run(&format!("wired{i}"), flags);
+        assert_eq!((s["model"].as_str(), s["mixer"].as_str()), (Some(*model), Some(*mixer)), "{flags:?}: {s}");
+        assert_eq!(s["backward"], *backward, "{flags:?}");
+        assert_eq!(s["steps"], 3, "{flags:?}");
+        assert!(s["final_loss"].as_f64().is_some_and(f64::is_finite), "{flags:?}: {s}");
+        let implicit = backward.contains("implicit");
+        let adj = s["adjoint_iterations_mean"].as_f64();
+        assert_eq!(adj.is_some(), implicit, "{flags:?}: adjoint iterations reported iff implicit: {s}");
+        if implicit {
+            assert!(adj.unwrap() >= 1.0, "{flags:?}");
+            assert!(s["metrics"].as_str().unwrap().contains("\"adjoint_iterations\""), "{flags:?}: metrics");
+        }
+    }
+}
+
 #[test]
 fn training_lowers_the_parity_loss() {
     let mut c = tiny("z2", ModelKind::FpRnn);
@@ -172,19 +239,33 @@ fn bad_input_is_a_one_line_error() {
     let cases: &[(&[&str], &str)] = &[
         (&["--task", "a7x", "--model", "fp-rnn"], "unknown task"),
         (&["--task", "a5", "--model", "gru"], "unknown model"),
-        (&["--task", "a5", "--model", "fp-mamba"], "not wired into `fixpoint fprnn` yet"),
-        (&["--task", "a5", "--model", "mamba"], "not wired into `fixpoint fprnn` yet"),
         (&["--task", "a5", "--model", "fp-rnn", "--steps", "0"], "--steps"),
         (&["--task", "a5", "--model", "fp-rnn", "--steps", "-3"], "--steps"),
         (&["--task", "copy", "--model", "fp-rnn", "--context", "100"], "2·max + 3"),
         (&["--task", "copy", "--model", "fp-rnn", "--train-len", "60", "--context", "120"], "2·max + 3"),
         (&["--task", "a5", "--model", "lstm", "--mixer", "householder:4"], "not allowed"),
         (&["--task", "a5", "--model", "diagonal", "--mixer", "householder:4"], "not allowed"),
-        (&["--task", "a5", "--model", "fp-rnn", "--mixer", "dplr:2"], "not allowed"),
-        (&["--task", "a5", "--model", "fp-rnn", "--mixer", "kronecker"], "not wired into `fixpoint fprnn` yet"),
+        (&["--task", "a5", "--model", "fp-rnn", "--mixer", "dplr:2"], "not contractive"),
+        (&["--task", "a5", "--model", "dense-seq", "--mixer", "dplr:2"], "not contractive"),
+        (&["--task", "a5", "--model", "mamba", "--mixer", "dplr:2"], "not allowed"),
+        (&["--task", "a5", "--model", "mamba", "--mixer", "kronecker"], "not allowed"),
+        (&["--task", "a5", "--model", "diagonal", "--mixer", "kronecker"], "not allowed"),
+        (&["--task", "a5", "--model", "fp-mamba", "--mixer", "dplr:0"], "rank"),
+        (&["--task", "a5", "--model", "fp-mamba", "--mixer", "kronecker:diag"], "Kronecker norm"),
+        (&["--task", "a5", "--model", "fp-rnn", "--kron-norm", "rows"], "--mixer kronecker"),
+        (&["--task", "a5", "--model", "fp-rnn", "--mixer", "kronecker", "--kron-norm", "max"], "--kron-norm"),
+        (&["--task", "a5", "--model", "fp-rnn", "--hh-alpha-scale", "3"], "--hh-alpha-scale"),
+        (&["--task", "a5", "--model", "fp-rnn", "--no-bc-y-dependence"], "fp-mamba"),
+        (&["--task", "a5", "--model", "fp-rnn", "--glu-in-loop"], "fp-mamba"),
+        (&["--task", "a5", "--model", "fp-rnn", "--d-state", "8"], "fp-mamba"),
+        (&["--task", "a5", "--model", "fp-mamba", "--d-state", "0"], "d_state"),
+        (&["--task", "a5", "--model", "lstm", "--short-conv"], "lstm"),
+        (&["--task", "a5", "--model", "fp-rnn", "--backward", "phantom-0"], "unknown backward"),
+        (&["--task", "a5", "--model", "fp-rnn", "--backward", "phantom"], "unknown backward"),
+        (&["--task", "a5", "--model", "fp-rnn", "--backward", "adjoint"], "unknown backward"),
+        (&["--task", "a5", "--model", "fp-rnn", "--backward", "implicit,one-step"], "2 modes for 1 layers"),
         (&["--task", "a5", "--model", "fp-rnn", "--mixer", "householder:0"], "rank"),
         (&["--task", "a5", "--model", "fp-rnn", "--mixer", "cayley"], "unknown mixer"),
-        (&["--task", "a5", "--model", "fp-rnn", "--backward", "implicit"], "not wired into `fixpoint fprnn` yet"),
         (&["--task", "a5", "--model", "fp-rnn", "--d-model", "0"], "d_model"),
         (&["--task", "a5", "--model", "fp-rnn", "--batch", "0"], "batch"),
         (&["--task", "a5", "--model", "fp-rnn", "--lmax", "0"], "lmax"),

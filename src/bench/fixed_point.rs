@@ -8,19 +8,21 @@
 //! can hide), random input `u ~ U(±1)`. Figures:
 //!
 //! - `iterations`: solver iterations to a relative residual of 1e-3 (q = 1);
-//! - `fp_iter_ms`: one evaluation of `F` (mixer, gating, scan), `scan_ms`: one diagonal
-//!   scan forward of the same `(B, T, D)`; `diag_fwd_ms`: a diagonal layer's `F`
-//!   (gating and scan);
+//! - `fp_iter_ms`: one evaluation of `F` (mixer, gating, scan in one pass per sequence),
+//!   `fp_iter_two_pass_ms`: the same in two passes (mix all rows, then scan), `scan_ms`:
+//!   one diagonal scan forward of the same `(B, T, D)`; `diag_fwd_ms`: a diagonal layer's
+//!   `F` (gating and scan);
 //! - `fp_solve_ms`: the fixed-point solve from the layer's prepared inputs (what (a) and
 //!   (b) compute; `fp_fwd_speedup_over_dense` = `dense_ms / fp_solve_ms`); `fp_fwd_ms`:
 //!   the whole layer forward (projections, mixer coefficients, solve, recorded step),
 //!   without a graph;
 //!   `fwd_bwd_ms.<mode>`: forward and backward with each backward option;
 //! - `dense_ms` (a): `h_t = A_t h_{t−1} + c_t` with materialised `D×D` matrices `A_t`
-//!   (one matrix–vector product per token; forming `A_t` is not timed, and for timing
-//!   only the matrices of one sequence are stored and shared by the batch; their
-//!   contents are random contractive matrices, not the layer's — the cost of a matvec
-//!   does not depend on them);
+//!   (one matrix–vector product per token and sequence, done as one GEMM per token over
+//!   a group of 4 sequences, groups in parallel; forming `A_t` is not timed, and for
+//!   timing only the matrices of one sequence are stored and shared by the batch, which
+//!   favours the baseline: each `A_t` is read once per group; their contents are random
+//!   contractive matrices, not the layer's — the cost does not depend on them);
 //! - `woodbury_ms` (b): the same fixed point token by token through
 //!   `(Λ + (I − Λ)Q_t) h_t = Λ h_{t−1} + (I − Λ) Q_t b x_t` with `Q_t = I − W T Wᵀ`
 //!   (compact WY form of the Householder product) and the Woodbury identity
@@ -219,20 +221,37 @@ fn solve_small(m: &mut [f64], b: &mut [f64], r: usize) {
     }
 }
 
-/// `h_t = A_t h_{t−1} + c_t` for every sequence with the `T` matrices `a` (shared).
-fn dense_rnn(a: &[f32], c: &[f32], b: usize, t: usize, d: usize, out: &mut [f32]) {
+/// Sequences per task of the dense baseline (a function of the batch only).
+const DENSE_GROUP: usize = 4;
+
+/// `h_t = A_t h_{t−1} + c_t` for every sequence with the `T` matrices `a` (shared by the
+/// batch): per token, the matrix–vector products of a group of sequences together (each
+/// row of `A_t` is loaded once and dotted with every sequence's `h_{t−1}`; a hand-written
+/// batched matvec, as a general sgemm call per token costs more than the product,
+/// docs/performance.md §4), groups in parallel.
+fn dense_rnn(a: &[f32], c: &[f32], t: usize, d: usize, out: &mut [f32]) {
     use crate::ops::fused::row_dot;
-    for s in 0..b {
-        let mut hp = vec![0.0f32; d];
-        for k in 0..t {
-            let o = (s * t + k) * d;
-            let ak = &a[k * d * d..(k + 1) * d * d];
-            for i in 0..d {
-                out[o + i] = row_dot(&ak[i * d..(i + 1) * d], &hp) + c[o + i];
-            }
-            hp.copy_from_slice(&out[o..o + d]);
-        }
+    out.copy_from_slice(c);
+    let per = t * d;
+    if per == 0 {
+        return;
     }
+    crate::cpu::par::for_chunks_mut(out, DENSE_GROUP * per, 0, |_, grp| {
+        let rows = grp.len() / per;
+        let mut prev = vec![0.0f32; rows * d];
+        for k in 1..t {
+            // h_{k−1} of the group, contiguous (the loop below writes row k of `grp`).
+            for s in 0..rows {
+                prev[s * d..(s + 1) * d].copy_from_slice(&grp[s * per + (k - 1) * d..][..d]);
+            }
+            let ak = &a[k * d * d..(k + 1) * d * d];
+            for (i, ar) in ak.chunks_exact(d).enumerate() {
+                for s in 0..rows {
+                    grp[s * per + k * d + i] += row_dot(ar, &prev[s * d..(s + 1) * d]);
+                }
+            }
+        }
+    });
 }
 
 /// Run the benchmark; the result is one JSON object (see the module docs for the keys).
@@ -258,6 +277,9 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             let fp_iter = median_secs(opts.reps, || {
                 core.step(black_box(&h), &mut out, &mut ws).unwrap();
             });
+            let fp_iter_two_pass = median_secs(opts.reps, || {
+                core.step_two_pass(black_box(&h), &mut out, &mut ws).unwrap();
+            });
             let u_scan = vec![0.01f32; n];
             let scan = median_secs(opts.reps, || {
                 scan_forward(ScanKernel::Auto, &spec, &core.lambda, black_box(&u_scan), None, &mut out).unwrap();
@@ -280,6 +302,7 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             let mut p = json!({
                 "D": d, "T": t, "iterations": stats.iterations, "converged": stats.converged,
                 "fp_iter_ms": fp_iter * 1e3, "scan_ms": scan * 1e3, "fp_iter_over_scan": fp_iter / scan,
+                "fp_iter_two_pass_ms": fp_iter_two_pass * 1e3, "fused_speedup_over_two_pass": fp_iter_two_pass / fp_iter,
                 "diag_fwd_ms": diag_fwd * 1e3, "fp_fwd_ms": fp_fwd * 1e3, "fp_solve_ms": fp_solve * 1e3,
             });
             if n <= opts.max_bwd_elems {
@@ -335,7 +358,7 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
                 let sc = 0.9 / (d as f32).sqrt();
                 let a: Vec<f32> = (0..t * d * d).map(|_| r2.range(-sc, sc)).collect();
                 let mut hd = vec![0.0f32; n];
-                let dense = median_secs(opts.reps.min(3), || dense_rnn(&a, &core.bx, b, t, d, &mut hd));
+                let dense = median_secs(opts.reps.min(3), || dense_rnn(&a, &core.bx, t, d, &mut hd));
                 p["dense_ms"] = (dense * 1e3).into();
                 p["fp_fwd_speedup_over_dense"] = (dense / fp_solve).into();
                 if d == 256 && t == 1024 {
@@ -344,7 +367,9 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             }
             if d == 128 && t == 1024 {
                 summary["fp_iter_time_over_scan"] = (fp_iter / scan).into();
+                summary["fp_iter_ms_d128_t1024"] = (fp_iter * 1e3).into();
                 if let Some(j) = opts.peer_jax_iter_ms {
+                    summary["jax_fp_iter_ms"] = j.into();
                     summary["fp_iter_speedup_over_jax"] = (j / (fp_iter * 1e3)).into();
                 }
                 if let Some(w) = p.get("woodbury_ms") {

@@ -48,23 +48,40 @@ fn io_err(path: &Path, e: std::io::Error) -> DataError {
     DataError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
+/// The largest decompressed size accepted (the real training images are 47 MB): a
+/// small corrupt or hostile `.gz` cannot exhaust memory.
+pub const MAX_GUNZIPPED: usize = 1 << 30;
+
 /// The bytes of `path`, gunzipped when the file starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    gunzip_maybe(raw, &path.display().to_string(), MAX_GUNZIPPED)
+}
+
+/// `raw` gunzipped when it starts with the gzip magic, else itself; at most `max`
+/// decompressed bytes. `path` names the source in errors.
+pub fn gunzip_maybe(raw: Vec<u8>, path: &str, max: usize) -> Result<Vec<u8>, DataError> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(raw.len() * 2);
+    let mut out = Vec::with_capacity((raw.len() * 2).min(max));
     let mut dec = MultiGzDecoder::new(&raw[..]);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         match dec.read(&mut buf) {
             Ok(0) => break,
+            Ok(n) if out.len() + n > max => {
+                return Err(DataError::Gzip {
+                    path: path.to_string(),
+                    offset: out.len() as u64,
+                    message: format!("decompresses to more than {max} bytes"),
+                });
+            }
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(DataError::Gzip {
-                    path: path.display().to_string(),
+                    path: path.to_string(),
                     offset: out.len() as u64,
                     message: e.to_string(),
                 });
@@ -72,6 +89,29 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         }
     }
     Ok(out)
+}
+
+/// Parse the bytes of an IDX file, gzipped or plain (what [`load_idx_images`] and
+/// [`load_idx_labels`] do after reading the file): images `[n, rows, cols]` when
+/// `labels` is `None`, else labels `[n]` each below `labels`. For fuzzing and tests.
+pub fn parse_bytes(raw: &[u8], path: &str, labels: Option<usize>, max_gunzipped: usize) -> Result<IdxArray, DataError> {
+    let bytes = gunzip_maybe(raw.to_vec(), path, max_gunzipped)?;
+    match labels {
+        None => parse_idx(&bytes, path, &[None, Some(28), Some(28)]),
+        Some(classes) => check_labels(parse_idx(&bytes, path, &[None])?, path, classes),
+    }
+}
+
+fn check_labels(a: IdxArray, path: &str, classes: usize) -> Result<IdxArray, DataError> {
+    if let Some(i) = a.data.iter().position(|&l| l as usize >= classes) {
+        return Err(DataError::BadLabel {
+            path: path.to_string(),
+            offset: (a.header_len + i) as u64,
+            value: a.data[i],
+            classes,
+        });
+    }
+    Ok(a)
 }
 
 /// Parse IDX `bytes` (from `path`, for messages) holding u8 elements with `ndims`
@@ -148,11 +188,7 @@ pub fn load_idx_images(path: &Path, rows: usize, cols: usize) -> Result<IdxArray
 pub fn load_idx_labels(path: &Path, classes: usize) -> Result<IdxArray, DataError> {
     let bytes = read_maybe_gz(path)?;
     let p = path.display().to_string();
-    let a = parse_idx(&bytes, &p, &[None])?;
-    if let Some(i) = a.data.iter().position(|&l| l as usize >= classes) {
-        return Err(DataError::BadLabel { path: p, offset: (a.header_len + i) as u64, value: a.data[i], classes });
-    }
-    Ok(a)
+    check_labels(parse_idx(&bytes, &p, &[None])?, &p, classes)
 }
 
 /// The directory to read Fashion-MNIST from: `dir`, else the environment variable,

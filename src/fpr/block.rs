@@ -190,6 +190,9 @@ pub struct BlockInputs {
     pub one_minus_lambda: Tensor,
     /// `b ⊙ x`.
     pub bx: Tensor,
+    /// The Householder mixer's input part of its pre-activations
+    /// ([`super::mixer::HouseholderMixer::base`]); None for other mixers.
+    pub mix_base: Option<(Tensor, Tensor)>,
 }
 
 impl BlockInputs {
@@ -202,6 +205,7 @@ impl BlockInputs {
             lambda: self.lambda.detach(),
             one_minus_lambda: self.one_minus_lambda.detach(),
             bx: self.bx.detach(),
+            mix_base: self.mix_base.as_ref().map(|(u, a)| (u.detach(), a.detach())),
         }
     }
 }
@@ -325,7 +329,11 @@ impl FpRnnBlock {
         let lambda = self.lambda_proj.forward(&x_l)?.sigmoid();
         let one_minus_lambda = lambda.rsub_scalar(1.0);
         let bx = b.mul(&x)?;
-        Ok(BlockInputs { x, z, x_mix, lambda, one_minus_lambda, bx })
+        let mix_base = match &self.mixer {
+            Mixer::Householder(m) => Some(m.base(&x_mix, self.cfg.mixer_input)?),
+            _ => None,
+        };
+        Ok(BlockInputs { x, z, x_mix, lambda, one_minus_lambda, bx, mix_base })
     }
 
     /// One step `F(h)` on the graph (differentiable in the inputs, the parameters and `h`).
@@ -340,6 +348,8 @@ impl FpRnnBlock {
         }
         let x_tilde = if self.mixer.is_identity() {
             inp.bx.clone()
+        } else if let (Mixer::Householder(m), Some(base)) = (&self.mixer, &inp.mix_base) {
+            m.apply_with_base(base, h, self.cfg.mixer_input, &inp.bx.sub(h)?)?.add(h)?
         } else {
             let p = self.cfg.mixer_input.build(&inp.x_mix, h)?;
             self.mixer.apply(&p, &inp.bx.sub(h)?)?.add(h)?
@@ -350,7 +360,12 @@ impl FpRnnBlock {
     /// `F` as plain data for the solver.
     pub fn core(&self, inp: &BlockInputs) -> Result<FpCore> {
         let &[b, t, d] = inp.bx.shape() else { unreachable!("prepare makes [B, T, D]") };
-        let kernel = self.mixer.kernel(&inp.x_mix, self.cfg.mixer_input)?;
+        let kernel = match (&self.mixer, &inp.mix_base) {
+            (Mixer::Householder(m), Some(base)) => {
+                super::mixer::MixerKernel::Householder(m.kernel_from_base(base, self.cfg.mixer_input)?)
+            }
+            (mixer, _) => mixer.kernel(&inp.x_mix, self.cfg.mixer_input)?,
+        };
         FpCore::new(b, t, d, inp.lambda.to_vec(), inp.bx.to_vec(), kernel)
     }
 

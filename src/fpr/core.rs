@@ -6,8 +6,9 @@
 //! ```
 //!
 //! One evaluation is one GEMM of the shifted state with the mixer's state weights (when
-//! `Q` depends on `h`), one fused pass over the rows (coefficients, `Q`, gating) and one
-//! diagonal scan, all batched over `(B, T)`.
+//! `Q` depends on `h`; skipped for the zero first iterate), then one pass over memory per
+//! sequence that computes each row's coefficients, applies `Q`, gates and takes the scan
+//! step with the previous output row as the carry (sequences in parallel).
 //!
 //! [`FpCore::solve_sequential`] computes the same fixed point token by token with the
 //! explicit dense recurrence of §2.2 (in f64): given `h_{t−1}`, `Q_t = M(x_t, h_{t−1})` and
@@ -93,59 +94,126 @@ impl FpCore {
     }
 
     /// `out = F(h)`.
+    ///
+    /// One pass over memory per sequence: for each row, the mixer coefficients (from the
+    /// pre-activations, or the fixed ones), `Q (b⊙x − h) + h`, the gate `(1 − λ)` and the
+    /// scan step `out_t = λ_t ⊙ out_{t−1} + …` run while the row is in cache, with the
+    /// previous output row as the carry. Sequences run in parallel; with fewer sequences
+    /// than threads, rows are mixed in parallel and then scanned (the same arithmetic,
+    /// so the result does not depend on the path or the thread count).
     pub fn step(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
         let _p = crate::profile::fwd("fp_step");
-        let (d, n) = (self.dim, self.batch * self.time * self.dim);
+        if !self.begin("FpCore::step", h, out, ws)? {
+            return Ok(());
+        }
+        let k = &self.mixer;
+        if self.batch < crate::cpu::par::threads() {
+            return self.two_pass(h, out, ws);
+        }
+        let per = self.time * self.dim;
+        {
+            let pre = &ws.pre;
+            let seqs = rows_per_task(per * (k.coef_len() + 4 * self.dim).div_ceil(self.dim.max(1)));
+            crate::cpu::par::for_row_chunks_mut(out, per, seqs, crate::cpu::par::ELEMWISE_MIN, |b0, chunk| {
+                let mut rs = RowScratch::new(k, self.dim);
+                for (i, seq) in chunk.chunks_exact_mut(per).enumerate() {
+                    let row0 = (b0 + i) * self.time;
+                    let mut prev: Option<usize> = None;
+                    for (t, o) in (0..self.time).map(|t| t * self.dim).enumerate() {
+                        let row = row0 + t;
+                        self.mixed_row(row, h, pre, &mut rs);
+                        let (done, rest) = seq.split_at_mut(o);
+                        let carry = prev.map(|p| &done[p..p + self.dim]);
+                        gate_scan_row(&self.lambda[row * self.dim..][..self.dim], &rs.v, carry, &mut rest[..self.dim]);
+                        prev = Some(o);
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// [`FpCore::step`] in two passes over memory: all rows mixed and gated in parallel
+    /// into a buffer, then the diagonal scan. The same arithmetic as the fused pass (the
+    /// result is bit for bit the same); `step` uses it when there are fewer sequences
+    /// than threads, and the benchmark as the unfused reference.
+    pub fn step_two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        if !self.begin("FpCore::step_two_pass", h, out, ws)? {
+            return Ok(());
+        }
+        self.two_pass(h, out, ws)
+    }
+
+    /// Check the sizes of `h` and `out` and compute the mixer's pre-activations for `h`
+    /// into `ws` (when `Q` depends on the state); false when there is nothing to compute.
+    fn begin(&self, op: &'static str, h: &[f32], out: &[f32], ws: &mut Workspace) -> Result<bool> {
+        let n = self.batch * self.time * self.dim;
         if h.len() != n || out.len() != n {
             return Err(Error::InvalidArgument {
-                op: "FpCore::step",
+                op,
                 message: format!("h ({}) and out ({}) must hold {n} values", h.len(), out.len()),
             });
         }
-        ws.u_scan.resize(n, 0.0);
-        if d > 0 {
-            match &self.mixer {
-                MixerKernel::Identity => gate_rows(&self.lambda, &self.bx, &mut ws.u_scan),
-                k => {
-                    if self.fixed.is_none() {
-                        k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
-                    }
-                    self.mix_rows(k, h, &ws.pre, &mut ws.u_scan);
-                }
+        let k = &self.mixer;
+        if n > 0 && self.fixed.is_none() && !matches!(k, MixerKernel::Identity) {
+            // The first iteration from zeros: shift(h)·W_h vanishes, `pre = base` exactly.
+            if k.uses_state() && h.iter().all(|&v| v == 0.0) {
+                ws.pre.clear();
+                ws.pre.extend_from_slice(k_base(k));
+            } else {
+                k.pre_activations(h, self.time, &mut ws.hs, &mut ws.pre);
             }
         }
+        Ok(n > 0)
+    }
+
+    fn two_pass(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        let (k, n) = (&self.mixer, self.batch * self.time * self.dim);
+        ws.u_scan.resize(n, 0.0);
+        let d = self.dim;
+        let pre = &ws.pre;
+        let rows = rows_per_task(k.coef_len() + 2 * d);
+        crate::cpu::par::for_row_chunks_mut(&mut ws.u_scan, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let mut rs = RowScratch::new(k, self.dim);
+            for (i, us) in chunk.chunks_exact_mut(d).enumerate() {
+                let row = row0 + i;
+                self.mixed_row(row, h, pre, &mut rs);
+                us.copy_from_slice(&rs.v);
+                let lam = &self.lambda[row * d..][..d];
+                for j in 0..d {
+                    us[j] *= 1.0 - lam[j];
+                }
+            }
+        });
         let spec = ScanSpec::new(self.batch, self.time, self.dim);
         scan_forward(ScanKernel::Auto, &spec, &self.lambda, &ws.u_scan, None, out)
     }
 
-    /// `u_scan = (1 − λ) ⊙ (Q (b⊙x − h) + h)` row by row.
-    fn mix_rows(&self, k: &MixerKernel, h: &[f32], pre: &[f32], u_scan: &mut [f32]) {
-        let _p = crate::profile::fwd("fp_mix");
-        let (d, w, cl) = (self.dim, k.width(), k.coef_len());
-        let rows = rows_per_task(cl + 2 * d);
-        crate::cpu::par::for_row_chunks_mut(u_scan, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
-            let mut coef = vec![0.0f32; cl];
-            let mut scratch = vec![0.0f32; k.scratch_len()];
-            for (i, us) in chunk.chunks_exact_mut(d).enumerate() {
-                let row = row0 + i;
-                let c: &[f32] = match &self.fixed {
-                    Some(f) => &f[row * cl..][..cl],
-                    None => {
-                        k.coefficients_row(&pre[row * w..][..w], &mut coef, &mut scratch);
-                        &coef
-                    }
-                };
-                let o = row * d;
-                let (bx, hr, lam) = (&self.bx[o..o + d], &h[o..o + d], &self.lambda[o..o + d]);
-                for j in 0..d {
-                    us[j] = bx[j] - hr[j];
-                }
-                k.apply_row(c, us, &mut scratch);
-                for j in 0..d {
-                    us[j] = (1.0 - lam[j]) * (us[j] + hr[j]);
-                }
+    /// `rs.v = Q (b⊙x − h) + h` for one row (`b⊙x` for the identity mixer).
+    #[inline]
+    fn mixed_row(&self, row: usize, h: &[f32], pre: &[f32], rs: &mut RowScratch) {
+        let (d, k) = (self.dim, &self.mixer);
+        let o = row * d;
+        let (bx, hr) = (&self.bx[o..o + d], &h[o..o + d]);
+        if let MixerKernel::Identity = k {
+            rs.v.copy_from_slice(bx);
+            return;
+        }
+        let cl = k.coef_len();
+        let c: &[f32] = match &self.fixed {
+            Some(f) => &f[row * cl..][..cl],
+            None => {
+                k.coefficients_row(&pre[row * k.width()..][..k.width()], &mut rs.coef, &mut rs.scratch);
+                &rs.coef
             }
-        });
+        };
+        for j in 0..d {
+            rs.v[j] = bx[j] - hr[j];
+        }
+        k.apply_row(c, &mut rs.v, &mut rs.scratch);
+        for j in 0..d {
+            rs.v[j] += hr[j];
+        }
     }
 
     /// Solve `h = F(h)` with the §2.5 iteration from `h0` (zeros when `None`). (With
@@ -301,10 +369,37 @@ fn lu_solve(m: &mut [f64], rhs: &mut [f64], d: usize) -> Result<()> {
     Ok(())
 }
 
-/// `u_scan = (1 − λ) ⊙ bx` (the diagonal mixer: `x̃ = b⊙x`).
-fn gate_rows(lambda: &[f32], bx: &[f32], u_scan: &mut [f32]) {
-    for ((o, &l), &v) in u_scan.iter_mut().zip(lambda).zip(bx) {
-        *o = (1.0 - l) * v;
+/// Per-task buffers of [`FpCore::step`]: one row's mixed input, coefficients and scratch.
+struct RowScratch {
+    v: Vec<f32>,
+    coef: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl RowScratch {
+    fn new(k: &MixerKernel, d: usize) -> RowScratch {
+        RowScratch { v: vec![0.0; d], coef: vec![0.0; k.coef_len()], scratch: vec![0.0; k.scratch_len()] }
+    }
+}
+
+/// One scan step on a gated row: `out = λ ⊙ carry + (1 − λ) ⊙ x̃` (carry zero at `t = 0`),
+/// with the scan kernel's rounding (`λ.mul_add(carry, (1 − λ)·x̃)`).
+#[inline]
+fn gate_scan_row(lam: &[f32], xt: &[f32], carry: Option<&[f32]>, out: &mut [f32]) {
+    let d = out.len();
+    let (lam, xt) = (&lam[..d], &xt[..d]);
+    match carry {
+        Some(c) => {
+            let c = &c[..d];
+            for j in 0..d {
+                out[j] = lam[j].mul_add(c[j], (1.0 - lam[j]) * xt[j]);
+            }
+        }
+        None => {
+            for j in 0..d {
+                out[j] = lam[j].mul_add(0.0, (1.0 - lam[j]) * xt[j]);
+            }
+        }
     }
 }
 

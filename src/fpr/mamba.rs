@@ -1,7 +1,7 @@
 //! The FP-Mamba block (spec §2.4, §4.3; Mamba-1 based) and its diagonal baseline `mamba`.
 //!
 //! ```text
-//! [x; z] = W_in u                              (d → 2D; no short conv: x stays raw)
+//! [x; z] = W_in u                              (d → 2D; short conv: x = SiLU(conv_k4(x) + bias), else x stays raw)
 //! [δ; B^x; C^x] = W_x x   (D → R + 2N, R = ceil(d/16));  Δ = softplus(W_dt δ + b_dt);  A = −exp(A_log)
 //! F(y): y_s = shift(y);  x̃ = Q([x; y_s])(x − y) + y
 //!       [B^y; C^y] = W_bc y_s  (weight-normed D → 2N; the y-dependence of B and C)
@@ -11,13 +11,16 @@
 //! out = W_out(SiLU(z + W_zy shift(y)) ⊙ y)      (W_zy weight-normed; off for mamba)
 //! ```
 //!
+//! Variant `glu_in_loop` (the reference's LM setting): `F` ends with `⊙ SiLU(z)` (the
+//! gate inside every iteration), there is no `W_zy`, and `out = W_out y`.
+//!
 //! `mamba` is the same block with `Q ≡ I`, no output dependence of B and C, no
 //! LayerNorm and no `W_zy`: then `F` does not depend on `y` and one step is exact. The
 //! DPLR mixer is allowed here. Backward options as for the FP-RNN block
-//! ([`BackwardMode`]). Δ and A do not depend on y (§8.4). Not implemented: the short
-//! convolution, `glu_in_loop`, the `1/√n_layer` scaling of `W_out`.
+//! ([`BackwardMode`]). Δ and A do not depend on y (§8.4). Not implemented: the
+//! `1/√n_layer` scaling of `W_out`.
 
-use super::block::BackwardMode;
+use super::block::{BackwardMode, ShortConv};
 use super::implicit::{AdjointSink, AdjointStats};
 use super::mixer::{Mixer, MixerInput, MixerKind, zero_bias};
 use super::selective::selective_scan;
@@ -50,6 +53,11 @@ pub struct MambaConfig {
     pub layer_norm: bool,
     /// The GLU's `W_zy shift(y)` term (§8.5).
     pub glu_y: bool,
+    /// The SiLU(z) gate inside every iteration instead of after the solve (drops `W_zy`).
+    pub glu_in_loop: bool,
+    /// `x = SiLU(conv_k4(x) + bias)` (depthwise causal, kernel `conv_kernel`).
+    pub short_conv: bool,
+    pub conv_kernel: usize,
     pub norm_eps: f32,
     pub backward: BackwardMode,
 }
@@ -69,6 +77,9 @@ impl MambaConfig {
             bc_norm: true,
             layer_norm: true,
             glu_y: true,
+            glu_in_loop: false,
+            short_conv: false,
+            conv_kernel: 4,
             norm_eps: 1e-6,
             backward: BackwardMode::OneStep,
         }
@@ -86,6 +97,10 @@ impl MambaConfig {
     /// Whether `F` depends on `y` (otherwise one step is the fixed point).
     pub fn iterates(&self) -> bool {
         self.mixer != MixerKind::Identity || self.y_dependence
+    }
+    /// Whether the block has the GLU's `W_zy shift(y)` term (not with `glu_in_loop`).
+    pub fn has_zy(&self) -> bool {
+        self.glu_y && !self.glu_in_loop
     }
 }
 
@@ -126,6 +141,7 @@ pub struct FpMambaBlock {
     dt_proj: Linear,
     a_log: Tensor,
     d_skip: Tensor,
+    conv: Option<ShortConv>,
     mixer: Mixer,
     bc_proj: Option<Linear>,
     norm: Option<LayerNorm>,
@@ -139,14 +155,19 @@ impl FpMambaBlock {
     /// `b_dt = dt + log(1 − e^{−dt})` with `dt = exp(U[ln 1e-3, ln 0.1])` (≥ 1e-4).
     pub fn new(cfg: &MambaConfig, rng: &mut Rng) -> Result<FpMambaBlock> {
         let (d, di, n, r) = (cfg.d_model, cfg.d_inner, cfg.d_state, cfg.dt_rank);
-        if d == 0 || di == 0 || n == 0 || r == 0 {
+        if d == 0 || di == 0 || n == 0 || r == 0 || (cfg.short_conv && cfg.conv_kernel == 0) {
             return Err(Error::InvalidArgument {
                 op: "FpMambaBlock::new",
-                message: format!("d_model {d}, d_inner {di}, d_state {n} and dt_rank {r} must be positive"),
+                message: format!(
+                    "d_model {d}, d_inner {di}, d_state {n}, dt_rank {r} (and conv_kernel {} with short_conv) \
+                     must be positive",
+                    cfg.conv_kernel
+                ),
             });
         }
         cfg.backward.validate()?;
         let in_proj = Linear::new(d, 2 * di, false, rng);
+        let conv = cfg.short_conv.then(|| ShortConv::new(di, cfg.conv_kernel, rng));
         let x_proj = Linear::new(di, r + 2 * n, false, rng);
         let mut dt_proj = Linear::new(r, di, true, rng);
         let bound = (r as f32).powf(-0.5);
@@ -169,7 +190,7 @@ impl FpMambaBlock {
         let mixer = Mixer::new(cfg.mixer, cfg.mixer_input.width(di), di, cfg.mixer_eps, rng)?;
         let bc_proj = cfg.y_dependence.then(|| Linear::weight_normalized(di, 2 * n, false, rng));
         let norm = cfg.layer_norm.then(|| LayerNorm::new(di, cfg.norm_eps, true));
-        let zy_proj = cfg.glu_y.then(|| Linear::weight_normalized(di, di, false, rng));
+        let zy_proj = cfg.has_zy().then(|| Linear::weight_normalized(di, di, false, rng));
         let out_proj = Linear::new(di, d, false, rng);
         let mut blk = FpMambaBlock {
             cfg: *cfg,
@@ -178,6 +199,7 @@ impl FpMambaBlock {
             dt_proj,
             a_log,
             d_skip,
+            conv,
             mixer,
             bc_proj,
             norm,
@@ -212,6 +234,10 @@ impl FpMambaBlock {
         }
         let xz = self.in_proj.forward(u)?;
         let x = xz.narrow(-1, 0, di)?.contiguous();
+        let x = match &self.conv {
+            Some(c) => c.forward_silu(&x)?,
+            None => x,
+        };
         let z = xz.narrow(-1, di, di)?.contiguous();
         let xd = self.x_proj.forward(&x)?;
         let delta = self.dt_proj.forward(&xd.narrow(-1, 0, r)?)?.softplus();
@@ -259,10 +285,11 @@ impl FpMambaBlock {
         let (b, c) = self.bc(inp, &y.shift(1, 1)?)?;
         let xt = self.x_tilde(inp, y)?;
         let yhat = selective_scan(&xt, &inp.delta, &inp.a, &b, &c, &self.d_skip)?;
-        match &self.norm {
-            Some(ln) => ln.forward(&yhat),
-            None => Ok(yhat),
-        }
+        let y = match &self.norm {
+            Some(ln) => ln.forward(&yhat)?,
+            None => yhat,
+        };
+        if self.cfg.glu_in_loop { y.mul(&inp.z.silu()) } else { Ok(y) }
     }
 
     /// `y*` (detached) by the §2.5 iteration (graph ops under no_grad per evaluation).
@@ -309,8 +336,12 @@ impl FpMambaBlock {
         self.adjoint.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// `W_out(SiLU(z + W_zy shift(y)) ⊙ y)`.
+    /// `W_out(SiLU(z + W_zy shift(y)) ⊙ y)` (`W_out y` with `glu_in_loop`, whose `y` is
+    /// already gated).
     pub fn output(&self, inp: &MambaInputs, y: &Tensor) -> Result<Tensor> {
+        if self.cfg.glu_in_loop {
+            return self.out_proj.forward(y);
+        }
         let gate = match &self.zy_proj {
             Some(p) => inp.z.add(&p.forward(&y.shift(1, 1)?)?)?,
             None => inp.z.clone(),
@@ -343,6 +374,9 @@ impl FpMambaBlock {
 impl Module for FpMambaBlock {
     fn params(&self) -> Vec<(String, &Tensor)> {
         let mut v: Vec<(String, &Tensor)> = prefixed("in_proj", self.in_proj.params()).collect();
+        if let Some(c) = &self.conv {
+            v.extend(prefixed("conv", c.params()));
+        }
         v.extend(prefixed("x_proj", self.x_proj.params()));
         v.extend(prefixed("dt_proj", self.dt_proj.params()));
         v.push(("A_log".to_string(), &self.a_log));
@@ -362,6 +396,9 @@ impl Module for FpMambaBlock {
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut v: Vec<(String, &mut Tensor)> = prefixed("in_proj", self.in_proj.params_mut()).collect();
+        if let Some(c) = &mut self.conv {
+            v.extend(prefixed("conv", c.params_mut()));
+        }
         v.extend(prefixed("x_proj", self.x_proj.params_mut()));
         v.extend(prefixed("dt_proj", self.dt_proj.params_mut()));
         v.push(("A_log".to_string(), &mut self.a_log));

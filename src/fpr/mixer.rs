@@ -236,6 +236,151 @@ fn householder_cpu(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32, (_, r, d)
     out
 }
 
+/// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations:
+/// `u_i = SiLU(pre_u,i) / max(‖SiLU(pre_u,i)‖, eps)`, `α = σ(pre_α)`. `norms` (if given,
+/// `r` values) receives `‖SiLU(pre_u,i)‖`.
+#[inline]
+pub fn householder_coefficients_row(
+    pre_u: &[f32],
+    pre_a: &[f32],
+    eps: f32,
+    (u, alpha): (&mut [f32], &mut [f32]),
+    norms: Option<&mut [f32]>,
+) {
+    let (r, d) = (alpha.len(), u.len() / alpha.len().max(1));
+    Unary::Silu.forward_slice(&pre_u[..r * d], u);
+    let mut norms = norms;
+    for (i, ui) in u.chunks_exact_mut(d.max(1)).enumerate() {
+        let norm = row_dot(ui, ui).sqrt();
+        if let Some(n) = norms.as_deref_mut() {
+            n[i] = norm;
+        }
+        let inv = 1.0 / if norm < eps { eps } else { norm };
+        for x in ui.iter_mut() {
+            *x *= inv;
+        }
+    }
+    Unary::Sigmoid.forward_slice(&pre_a[..r], alpha);
+}
+
+struct HouseholderPreBackward {
+    pre_u: Tensor,
+    pre_a: Tensor,
+    v: Tensor,
+    scale: f32,
+    eps: f32,
+    dims: (usize, usize, usize),
+}
+
+impl Backward for HouseholderPreBackward {
+    fn name(&self) -> &'static str {
+        "householder_from_pre"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (n, r, d) = self.dims;
+        let (pu, pa, v) = (self.pre_u.contiguous_data(), self.pre_a.contiguous_data(), self.v.contiguous_data());
+        let mut dv = g.contiguous_data().into_owned();
+        let mut dpu = vec![0.0f32; n * r * d];
+        let mut dpa = vec![0.0f32; n * r];
+        let rows = rows_per_task(4 * r * d);
+        let (du_p, da_p) = (SyncPtr(dpu.as_mut_ptr()), SyncPtr(dpa.as_mut_ptr()));
+        crate::cpu::par::for_row_chunks_mut(&mut dv, d.max(1), rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let (mut u, mut alpha, mut norms) = (vec![0.0f32; r * d], vec![0.0f32; r], vec![0.0f32; r]);
+            let (mut du, mut da, mut scratch) = (vec![0.0f32; r * d], vec![0.0f32; r], vec![0.0f32; r * d]);
+            for (k, gr) in chunk.chunks_exact_mut(d.max(1)).enumerate() {
+                let row = row0 + k;
+                let (pur, par) = (&pu[row * r * d..][..r * d], &pa[row * r..][..r]);
+                householder_coefficients_row(pur, par, self.eps, (&mut u, &mut alpha), Some(&mut norms));
+                householder_row_backward(
+                    &u,
+                    &alpha,
+                    self.scale,
+                    &v[row * d..][..d],
+                    gr,
+                    (&mut du, &mut da),
+                    &mut scratch,
+                );
+                // SAFETY: each task writes only the rows of its own rows.
+                let (dpur, dpar) = unsafe { (du_p.slice(row * r * d, r * d), da_p.slice(row * r, r)) };
+                // dα_pre = dα · α(1 − α)
+                Unary::Sigmoid.backward_slice(&alpha, &da, dpar);
+                // Through the normalisation: ds = (du − u(uᵀdu))/‖s‖ above eps, du/eps below.
+                for i in 0..r {
+                    let (ui, dui) = (&u[i * d..(i + 1) * d], &mut du[i * d..(i + 1) * d]);
+                    let norm = norms[i];
+                    if norm < self.eps {
+                        let inv = 1.0 / self.eps;
+                        dui.iter_mut().for_each(|x| *x *= inv);
+                    } else {
+                        let (p, inv) = (row_dot(dui, ui), 1.0 / norm);
+                        for j in 0..d {
+                            dui[j] = (dui[j] - ui[j] * p) * inv;
+                        }
+                    }
+                }
+                // Through SiLU.
+                Unary::Silu.backward_slice(pur, &du, dpur);
+            }
+        });
+        Ok(vec![
+            needs[0].then(|| Tensor::from_parts(dpu, self.pre_u.shape_obj().clone())),
+            needs[1].then(|| Tensor::from_parts(dpa, self.pre_a.shape_obj().clone())),
+            needs[2].then(|| Tensor::from_parts(dv, self.v.shape_obj().clone())),
+        ])
+    }
+}
+
+/// `Q v` for every row with the Householder coefficients taken from their
+/// pre-activations: `u_i = normalize(SiLU(pre_u,i))` (guard `eps`), `α = σ(pre_α)`,
+/// `Q = H_r ⋯ H_1`, `H_i = I − scale·α_i u_i u_iᵀ`. `pre_u` is `[.., r·D]`, `pre_a`
+/// `[.., r]`, `v` `[.., D]`. The same function as [`householder`] after SiLU, the
+/// normalisation and the sigmoid, as one op: it keeps only its three inputs for the
+/// backward and recomputes `u` and `α` there (the composite keeps three `r·D` tensors
+/// per row).
+pub fn householder_from_pre(pre_u: &Tensor, pre_a: &Tensor, v: &Tensor, scale: f32, eps: f32) -> Result<Tensor> {
+    let _p = crate::profile::fwd("householder_from_pre");
+    const OP: &str = "householder_from_pre";
+    let vs = v.shape();
+    let bad = || Error::ShapeMismatch { op: OP, lhs: pre_u.shape_obj().clone(), rhs: v.shape_obj().clone() };
+    if vs.is_empty() || pre_u.rank() != vs.len() || pre_a.rank() != vs.len() {
+        return Err(bad());
+    }
+    let lead = &vs[..vs.len() - 1];
+    let (d, r) = (vs[vs.len() - 1], pre_a.shape()[vs.len() - 1]);
+    if &pre_u.shape()[..lead.len()] != lead
+        || &pre_a.shape()[..lead.len()] != lead
+        || pre_u.shape()[lead.len()] != r * d
+    {
+        return Err(bad());
+    }
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(Error::InvalidArgument { op: OP, message: format!("eps must be positive and finite, got {eps}") });
+    }
+    let n: usize = lead.iter().product();
+    let (pu, pa) = (pre_u.contiguous_data(), pre_a.contiguous_data());
+    let mut out = v.to_vec();
+    if d > 0 && r > 0 {
+        let rows = rows_per_task(3 * r * d);
+        crate::cpu::par::for_row_chunks_mut(&mut out, d, rows, crate::cpu::par::ELEMWISE_MIN, |row0, chunk| {
+            let (mut u, mut alpha) = (vec![0.0f32; r * d], vec![0.0f32; r]);
+            for (k, vr) in chunk.chunks_exact_mut(d).enumerate() {
+                let row = row0 + k;
+                let (pur, par) = (&pu[row * r * d..][..r * d], &pa[row * r..][..r]);
+                householder_coefficients_row(pur, par, eps, (&mut u, &mut alpha), None);
+                householder_row(&u, &alpha, scale, vr);
+            }
+        });
+    }
+    Ok(Tensor::from_op(out, v.shape_obj().clone(), &[pre_u, pre_a, v], || HouseholderPreBackward {
+        pre_u: pre_u.contiguous().detach(),
+        pre_a: pre_a.contiguous().detach(),
+        v: v.contiguous().detach(),
+        scale,
+        eps,
+        dims: (n, r, d),
+    }))
+}
+
 // ----- mixer modules ----------------------------------------------------------------------
 
 /// Which mixer a block uses.
@@ -378,22 +523,75 @@ impl HouseholderMixer {
 
     /// `Q(p) v` for `p` `[.., P]` and `v` `[.., D]`.
     pub fn apply(&self, p: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (u, alpha) = self.coefficients(p)?;
-        householder(&u, &alpha, v, self.alpha_scale)
+        let (pre_u, pre_a) = (self.u_proj.forward(p)?, self.alpha_proj.forward(p)?);
+        householder_from_pre(&pre_u, &pre_a, v, self.alpha_scale, self.eps)
     }
 
-    /// The effective weights `[W_u | W_α]` (`[P, r·D + r]`) and bias (`[r·D + r]`, zeros
-    /// for the `u` part), detached: the pre-activations of [`MixerKernel`].
-    fn fused_weights(&self) -> Result<(Tensor, Vec<f32>)> {
-        no_grad(|| {
-            let w = Tensor::concat(&[&self.u_proj.weight()?, &self.alpha_proj.weight()?], 1)?;
-            let mut bias = vec![0.0f32; self.rank * self.dim];
-            match self.alpha_proj.bias() {
-                Some(b) => bias.extend(b.to_vec()),
-                None => bias.extend(std::iter::repeat_n(0.0, self.rank)),
+    /// The rows of `[W_u, W_α]` acting on the input part of `p` (`x`) and on the state
+    /// (`h`; None without state dependence), on the graph.
+    fn split_weights(&self, input: MixerInput) -> Result<[(Tensor, Option<Tensor>); 2]> {
+        let d = self.dim;
+        let split = |w: Tensor| -> Result<(Tensor, Option<Tensor>)> {
+            Ok(match input {
+                MixerInput::Concat => (w.narrow(0, 0, d)?, Some(w.narrow(0, d, d)?)),
+                MixerInput::Symmetric => (w.clone(), Some(w)),
+                MixerInput::InputOnly => (w, None),
+            })
+        };
+        Ok([split(self.u_proj.weight()?)?, split(self.alpha_proj.weight()?)?])
+    }
+
+    /// The input part of the pre-activations on the graph, `(x_mix·W_ux, x_mix·W_αx + b_α)`
+    /// for `x_mix` of shape `[.., D]` (`p = x_mix` when `Q` ignores the state). With
+    /// [`HouseholderMixer::apply_with_base`] this is [`HouseholderMixer::apply`] split in
+    /// two: the input part is computed once per forward (the solver's kernel takes its
+    /// values), the state part once per step.
+    pub fn base(&self, x_mix: &Tensor, input: MixerInput) -> Result<(Tensor, Tensor)> {
+        let [(wu, _), (wa, _)] = self.split_weights(input)?;
+        let bu = x_mix.matmul(&wu)?;
+        let ba = x_mix.matmul(&wa)?;
+        let ba = match self.alpha_proj.bias() {
+            Some(b) => ba.add(b)?,
+            None => ba,
+        };
+        Ok((bu, ba))
+    }
+
+    /// `Q(p) v` from the input part of the pre-activations ([`HouseholderMixer::base`])
+    /// and the state `h` (`[.., T, D]`; it enters shifted, as in [`MixerInput::build`]).
+    pub fn apply_with_base(
+        &self,
+        base: &(Tensor, Tensor),
+        h: &Tensor,
+        input: MixerInput,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let (pu, pa) = match self.split_weights(input)? {
+            [(_, Some(wu)), (_, Some(wa))] => {
+                let hs = h.shift(1, 1)?;
+                (base.0.add(&hs.matmul(&wu)?)?, base.1.add(&hs.matmul(&wa)?)?)
             }
-            Ok((w.detach(), bias))
-        })
+            _ => base.clone(),
+        };
+        householder_from_pre(&pu, &pa, v, self.alpha_scale, self.eps)
+    }
+
+    /// The mixer as plain data from the input part of its pre-activations (`base`, see
+    /// [`HouseholderMixer::base`]; its values are used, detached).
+    pub fn kernel_from_base(&self, base: &(Tensor, Tensor), input: MixerInput) -> Result<HouseholderKernel> {
+        let (r, d) = (self.rank, self.dim);
+        let (bu, ba) = (base.0.contiguous_data(), base.1.contiguous_data());
+        let rows = ba.len() / r;
+        let mut rows_data = Vec::with_capacity(rows * (r * d + r));
+        for row in 0..rows {
+            rows_data.extend_from_slice(&bu[row * r * d..][..r * d]);
+            rows_data.extend_from_slice(&ba[row * r..][..r]);
+        }
+        let w_h = match self.split_weights(input)? {
+            [(_, Some(wu)), (_, Some(wa))] => Some(no_grad(|| Tensor::concat(&[&wu, &wa], 1))?.to_vec()),
+            _ => None,
+        };
+        HouseholderKernel::new(r, d, self.alpha_scale, self.eps, rows_data, w_h)
     }
 }
 
@@ -477,22 +675,7 @@ impl Mixer {
             Mixer::Identity { .. } => Ok(MixerKernel::Identity),
             Mixer::Kronecker(m) => Ok(MixerKernel::Kronecker(m.kernel(x_mix, input)?)),
             Mixer::Householder(m) | Mixer::Dplr(m) => {
-                let d = m.dim;
-                let (w, bias) = m.fused_weights()?;
-                let width = w.shape()[1];
-                let (w_x, w_h) = match input {
-                    MixerInput::Concat => (w.narrow(0, 0, d)?, Some(w.narrow(0, d, d)?)),
-                    MixerInput::Symmetric => (w.clone(), Some(w.clone())),
-                    MixerInput::InputOnly => (w.clone(), None),
-                };
-                let base = no_grad(|| x_mix.detach().matmul(&w_x))?;
-                let mut base = base.to_vec();
-                for row in base.chunks_exact_mut(width) {
-                    for (b, c) in row.iter_mut().zip(&bias) {
-                        *b += c;
-                    }
-                }
-                let k = HouseholderKernel::new(m.rank, d, m.alpha_scale, m.eps, base, w_h.map(|w| w.to_vec()))?;
+                let k = no_grad(|| m.kernel_from_base(&m.base(&x_mix.detach(), input)?, input))?;
                 Ok(if matches!(self, Mixer::Dplr(_)) { MixerKernel::Dplr(k) } else { MixerKernel::Householder(k) })
             }
         }
@@ -715,16 +898,8 @@ impl HouseholderKernel {
     /// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations.
     #[inline]
     pub fn coefficients_row(&self, pre: &[f32], u: &mut [f32], alpha: &mut [f32]) {
-        let (r, d) = (self.rank, self.dim);
-        Unary::Silu.forward_slice(&pre[..r * d], u);
-        for ui in u.chunks_exact_mut(d) {
-            let norm = row_dot(ui, ui).sqrt();
-            let inv = 1.0 / if norm < self.eps { self.eps } else { norm };
-            for x in ui.iter_mut() {
-                *x *= inv;
-            }
-        }
-        Unary::Sigmoid.forward_slice(&pre[r * d..r * d + r], alpha);
+        let rd = self.rank * self.dim;
+        householder_coefficients_row(&pre[..rd], &pre[rd..rd + self.rank], self.eps, (u, alpha), None);
     }
 
     /// The pre-activations of every row for state `h` (`[B, T, D]` with `time` steps per

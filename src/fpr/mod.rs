@@ -5,7 +5,7 @@
 //! whose input is mixed across channels by a cheap input- (and state-) dependent `Q_t`:
 //!
 //! - [`mixer`]: channel mixers `v ↦ Q(p)v` (Householder products, identity) and the
-//!   differentiable [`householder`] op.
+//!   differentiable [`householder`] and [`householder_from_pre`] ops.
 //! - [`kronecker`]: the Kronecker mixer `I − 2Uᵀ⊗V`.
 //! - [`solver`]: the damped fixed-point iteration with per-sample residuals, quantile
 //!   stopping and random `ℓ_max` (§2.5), outside the graph.
@@ -36,7 +36,7 @@ pub use lstm::{Lstm, lstm_recurrence};
 pub use mamba::{FpMambaBlock, MambaConfig, MambaInputs};
 pub use mixer::{
     HouseholderKernel, HouseholderMixer, Mixer, MixerInput, MixerKernel, MixerKind, dplr_apply, dplr_row, householder,
-    householder_row,
+    householder_coefficients_row, householder_from_pre, householder_row,
 };
 pub use model::{FpModel, Layer, ModelConfig, ModelKind, ModelOutput};
 pub use selective::selective_scan;

@@ -94,6 +94,11 @@ pub struct ModelConfig {
     pub mixer_input: MixerInput,
     pub mixer_eps: f32,
     pub short_conv: bool,
+    /// FP-Mamba: `B` and `C` depend on the shifted output (`W_bc`; Table 1's ablation
+    /// turns it off).
+    pub bc_y_dependence: bool,
+    /// FP-Mamba / Mamba: the SiLU(z) gate inside every iteration (`glu_in_loop`).
+    pub glu_in_loop: bool,
     /// eps of the blocks' output RMSNorm.
     pub norm_eps: f32,
     /// eps of the backbone's RMSNorms.
@@ -126,6 +131,8 @@ impl ModelConfig {
             mixer_input: MixerInput::Concat,
             mixer_eps: 1e-6,
             short_conv: false,
+            bc_y_dependence: true,
+            glu_in_loop: false,
             norm_eps: 1e-5,
             backbone_eps: 1e-5,
             tie_embeddings: true,
@@ -179,6 +186,7 @@ impl ModelConfig {
         let base = match self.kind {
             ModelKind::FpMamba => MambaConfig {
                 mixer: self.mixer.unwrap_or(MixerKind::Householder { rank: self.rank, alpha_scale: self.alpha_scale }),
+                y_dependence: self.bc_y_dependence,
                 ..MambaConfig::fp_mamba(self.d_model)
             },
             ModelKind::Mamba => MambaConfig::mamba(self.d_model),
@@ -190,6 +198,8 @@ impl ModelConfig {
             mixer_input: self.mixer_input,
             mixer_eps: self.mixer_eps,
             norm_eps: self.norm_eps,
+            short_conv: self.short_conv,
+            glu_in_loop: self.glu_in_loop,
             backward: self.layer_backward.get(layer).copied().unwrap_or(self.backward),
             ..base
         })
@@ -323,6 +333,15 @@ impl FpModel {
     }
     pub fn is_training(&self) -> bool {
         self.training
+    }
+
+    /// The state of the stream that draws a random training `ℓ_max` (for checkpoints).
+    pub fn solver_rng(&self) -> Rng {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).rng.clone()
+    }
+    /// Continue the random-`ℓ_max` stream from a saved state.
+    pub fn set_solver_rng(&self, rng: Rng) {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).rng = rng;
     }
 
     /// The solver statistics of the last forward pass, one entry per FP layer.

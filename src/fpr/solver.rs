@@ -302,27 +302,39 @@ impl SolverState {
     }
 }
 
+/// `m` or `v`, whichever is larger, where a NaN wins (and stays once there).
+#[inline(always)]
+fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() { v } else { m }
+}
+
+/// `(max_i |a_i − n_i|, max_i |n_i|)` with NaN winning, in 8 independent lanes (so the
+/// loop vectorises; max is exact, so the lane split does not change the result).
+#[inline]
+fn row_diff_norm(a: &[f32], n: &[f32]) -> (f32, f32) {
+    const L: usize = 8;
+    let (mut dm, mut nm) = ([0.0f32; L], [0.0f32; L]);
+    let (ac, nc) = (a.chunks_exact(L), n.chunks_exact(L));
+    let (ar, nr) = (ac.remainder(), nc.remainder());
+    for (x, y) in ac.zip(nc) {
+        for k in 0..L {
+            dm[k] = nan_max(dm[k], (x[k] - y[k]).abs());
+            nm[k] = nan_max(nm[k], y[k].abs());
+        }
+    }
+    for (k, (x, y)) in ar.iter().zip(nr).enumerate() {
+        dm[k] = nan_max(dm[k], (x - y).abs());
+        nm[k] = nan_max(nm[k], y.abs());
+    }
+    (dm.into_iter().fold(0.0, nan_max), nm.into_iter().fold(0.0, nan_max))
+}
+
 /// Relative residual of one sample: `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)`.
 fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
     let mut worst = 0.0f32;
     for (a, n) in y.chunks_exact(dim.max(1)).zip(y_new.chunks_exact(dim.max(1))) {
-        let mut diff = 0.0f32;
-        let mut norm = 0.0f32;
-        for i in 0..a.len() {
-            let dv = (a[i] - n[i]).abs();
-            // NaN must win the max (and stays once there).
-            if dv > diff || dv.is_nan() {
-                diff = dv;
-            }
-            let nv = n[i].abs();
-            if nv > norm || nv.is_nan() {
-                norm = nv;
-            }
-        }
-        let rel = diff / (norm + eps);
-        if rel > worst || rel.is_nan() {
-            worst = rel;
-        }
+        let (diff, norm) = row_diff_norm(a, n);
+        worst = nan_max(worst, diff / (norm + eps));
     }
     worst
 }
@@ -383,7 +395,7 @@ impl SolveShape {
 
 /// Find the fixed point `y = F(y)` by the damped iteration of §2.5, from `y0` (zeros
 /// when `None`). `f(y, out)` writes `F(y)`; it runs outside the graph. Returns the last
-/// iterate and the statistics.
+/// iterate and the statistics. `f` must write every value of `out`.
 pub fn solve(
     shape: SolveShape,
     cfg: &SolverConfig,
@@ -414,7 +426,12 @@ pub fn solve(
     while st.should_continue(run) {
         f(&y, &mut y_new)?;
         residuals(&y, &y_new, shape.time, shape.dim, cfg.eps, &mut res);
-        damp(&mut y, &y_new, &st.stepsize, per);
+        if st.stepsize.iter().all(|&s| s == 1.0) {
+            // Undamped: the new iterate replaces the old one (F overwrites all of `y_new`).
+            std::mem::swap(&mut y, &mut y_new);
+        } else {
+            damp(&mut y, &y_new, &st.stepsize, per);
+        }
         st.update(&res);
     }
     Ok((y, st.stats(run)))

@@ -8,16 +8,20 @@
 //! | `param.<name>`     | F32   | the parameter's| a model parameter                         |
 //! | `optim.<name>`     | F32   | any            | an optimiser state buffer (moments, ...)  |
 //! | `rng.<name>`       | U64   | `[5]`          | an RNG stream's [`Rng::state`]            |
+//! | `extra.<name>`     | F32   | any            | other training state (e.g. a DINO center) |
 //!
 //! Metadata (string to string): `format` = [`FORMAT`], `crate_version`, `step` and `cursor`
-//! (decimal), `config` (the run's configuration as compact JSON), `params`, `optim` and
-//! `rng` (JSON arrays of names, which keep the order the caller gave), and `meta.<key>`
-//! for the caller's own strings (e.g. an optimiser's step count).
+//! (decimal), `config` (the run's configuration as compact JSON), `params`, `optim`,
+//! `rng` and `extra` (JSON arrays of names; `extra` may be absent, which keep the order the caller gave), and `meta.<key>`
+//! for the caller's own strings (e.g. an optimiser's step count), and `checksum`: a
+//! 64-bit hash of every tensor's name and bytes (see [`checksum`]), so that a flipped
+//! byte in the data, which the safetensors format itself cannot notice, is refused.
 //!
 //! RNG states are U64 tensors rather than metadata so that they round-trip bit for bit
 //! and stay visible to generic safetensors tools.
 
 use crate::error::{Error, Result};
+use crate::nn::Module;
 use crate::rng::Rng;
 use crate::run::dir::{io_error, write_atomic_with};
 use crate::tensor::Tensor;
@@ -39,6 +43,8 @@ pub struct Checkpoint {
     pub params: Vec<(String, Tensor)>,
     /// Optimiser state buffers by name.
     pub optim: Vec<(String, Tensor)>,
+    /// Other training state by name (neither a parameter nor an optimiser buffer).
+    pub extra: Vec<(String, Tensor)>,
     /// The state of every RNG stream, by stream name.
     pub rng: Vec<(String, [u64; 5])>,
     /// Where the data pipeline is (e.g. examples consumed in the current epoch).
@@ -47,6 +53,8 @@ pub struct Checkpoint {
     pub config: Value,
     /// Free-form strings of the caller (stored as `meta.<key>`).
     pub meta: BTreeMap<String, String>,
+    /// Where it was read from (the file name; empty for a checkpoint built in memory).
+    pub source: String,
 }
 
 /// `ckpt-<step>.safetensors`
@@ -84,10 +92,12 @@ impl Checkpoint {
             step,
             params: Vec::new(),
             optim: Vec::new(),
+            extra: Vec::new(),
             rng: Vec::new(),
             cursor: 0,
             config,
             meta: BTreeMap::new(),
+            source: String::new(),
         }
     }
     /// Add a parameter (its current values; the graph is not stored).
@@ -98,6 +108,11 @@ impl Checkpoint {
     /// Add an optimiser buffer.
     pub fn with_optim(mut self, name: impl Into<String>, t: &Tensor) -> Self {
         self.optim.push((name.into(), t.detach()));
+        self
+    }
+    /// Add other training state.
+    pub fn with_extra(mut self, name: impl Into<String>, t: &Tensor) -> Self {
+        self.extra.push((name.into(), t.detach()));
         self
     }
     /// Add an RNG stream's state.
@@ -122,6 +137,10 @@ impl Checkpoint {
     pub fn optim_state(&self, name: &str) -> Result<&Tensor> {
         find(&self.optim, name).ok_or_else(|| missing("optimiser state", name, &names(&self.optim)))
     }
+    /// The extra state `name`.
+    pub fn extra_state(&self, name: &str) -> Result<&Tensor> {
+        find(&self.extra, name).ok_or_else(|| missing("extra state", name, &names(&self.extra)))
+    }
     /// The RNG stream `name`, restored to where it was.
     pub fn rng(&self, name: &str) -> Result<Rng> {
         find(&self.rng, name).map(|s| Rng::from_state(*s)).ok_or_else(|| missing("RNG stream", name, &names(&self.rng)))
@@ -138,9 +157,10 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         check_unique("parameter", &self.params)?;
         check_unique("optimiser state", &self.optim)?;
+        check_unique("extra state", &self.extra)?;
         check_unique("RNG stream", &self.rng)?;
         let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (prefix, list) in [("param.", &self.params), ("optim.", &self.optim)] {
+        for (prefix, list) in [("param.", &self.params), ("optim.", &self.optim), ("extra.", &self.extra)] {
             for (name, t) in list {
                 let bytes: Vec<u8> = t.contiguous_data().iter().flat_map(|v| v.to_le_bytes()).collect();
                 data.push((format!("{prefix}{name}"), Dtype::F32, t.shape().to_vec(), bytes));
@@ -150,6 +170,7 @@ impl Checkpoint {
             let bytes: Vec<u8> = st.iter().flat_map(|v| v.to_le_bytes()).collect();
             data.push((format!("rng.{name}"), Dtype::U64, vec![5], bytes));
         }
+        let sum = checksum(data.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())));
         let mut views = Vec::with_capacity(data.len());
         for (name, dtype, shape, bytes) in &data {
             let view = TensorView::new(*dtype, shape.clone(), bytes)
@@ -166,6 +187,10 @@ impl Checkpoint {
         meta.insert("params".to_string(), list(names(&self.params)));
         meta.insert("optim".to_string(), list(names(&self.optim)));
         meta.insert("rng".to_string(), list(names(&self.rng)));
+        if !self.extra.is_empty() {
+            meta.insert("extra".to_string(), list(names(&self.extra)));
+        }
+        meta.insert("checksum".to_string(), format!("{sum:016x}"));
         for (k, v) in &self.meta {
             meta.insert(format!("meta.{k}"), v.clone());
         }
@@ -195,10 +220,29 @@ impl Checkpoint {
             serde_json::from_str(get(k)?).map_err(|e| bad(origin, format!("metadata {k:?}: {e}")))
         };
         let (param_names, optim_names, rng_names) = (order("params")?, order("optim")?, order("rng")?);
+        let extra_names = if meta.contains_key("extra") { order("extra")? } else { Vec::new() };
 
-        let expected = param_names.len() + optim_names.len() + rng_names.len();
+        let expected = param_names.len() + optim_names.len() + extra_names.len() + rng_names.len();
         if st.len() != expected {
             return Err(bad(origin, format!("{} tensors, but the metadata lists {expected}", st.len())));
+        }
+        if let Some(want) = meta.get("checksum") {
+            let full: Vec<String> = (param_names.iter().map(|n| format!("param.{n}")))
+                .chain(optim_names.iter().map(|n| format!("optim.{n}")))
+                .chain(extra_names.iter().map(|n| format!("extra.{n}")))
+                .chain(rng_names.iter().map(|n| format!("rng.{n}")))
+                .collect();
+            let mut parts = Vec::with_capacity(full.len());
+            for n in &full {
+                parts.push((n.as_str(), st.tensor(n).map_err(|e| bad(origin, format!("{n}: {e}")))?.data()));
+            }
+            let got = format!("{:016x}", checksum(parts.into_iter()));
+            if &got != want {
+                return Err(bad(
+                    origin,
+                    format!("checksum {got} differs from the stored {want} (the file is corrupt)"),
+                ));
+            }
         }
         let f32_tensor = |full: String| -> Result<Tensor> {
             let v = st.tensor(&full).map_err(|e| bad(origin, format!("{full}: {e}")))?;
@@ -217,6 +261,10 @@ impl Checkpoint {
         for n in optim_names {
             optim.push((n.clone(), f32_tensor(format!("optim.{n}"))?));
         }
+        let mut extra = Vec::with_capacity(extra_names.len());
+        for n in extra_names {
+            extra.push((n.clone(), f32_tensor(format!("extra.{n}"))?));
+        }
         let mut rng = Vec::with_capacity(rng_names.len());
         for n in rng_names {
             let full = format!("rng.{n}");
@@ -232,11 +280,58 @@ impl Checkpoint {
         }
         let user =
             meta.iter().filter_map(|(k, v)| k.strip_prefix("meta.").map(|k| (k.to_string(), v.clone()))).collect();
-        let ck = Checkpoint { step, params, optim, rng, cursor, config, meta: user };
+        let ck = Checkpoint { step, params, optim, extra, rng, cursor, config, meta: user, source: origin.to_string() };
         check_unique("parameter", &ck.params).map_err(|e| bad(origin, e.to_string()))?;
         check_unique("optimiser state", &ck.optim).map_err(|e| bad(origin, e.to_string()))?;
+        check_unique("extra state", &ck.extra).map_err(|e| bad(origin, e.to_string()))?;
         check_unique("RNG stream", &ck.rng).map_err(|e| bad(origin, e.to_string()))?;
         Ok(ck)
+    }
+
+    /// Check this checkpoint's parameters against `model` (every model parameter
+    /// present with the same shape, no parameter the model lacks, optimiser buffers
+    /// `<param>.<slot>` of the parameter's size or scalars), then copy them in. Every
+    /// error names the tensor and the file; on error the model is untouched.
+    pub fn restore_params(&self, model: &mut dyn Module) -> Result<()> {
+        let from = if self.source.is_empty() { "checkpoint".to_string() } else { self.source.clone() };
+        let mismatch =
+            |message: String| Error::InvalidArgument { op: "checkpoint", message: format!("{from}: {message}") };
+        let want: Vec<(String, Vec<usize>)> =
+            model.params().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        for (name, shape) in &want {
+            let t = find(&self.params, name).ok_or_else(|| {
+                mismatch(format!(
+                    "the model's parameter {name:?} is missing (the checkpoint has {} parameters, the model {})",
+                    self.params.len(),
+                    want.len()
+                ))
+            })?;
+            if t.shape() != shape.as_slice() {
+                return Err(mismatch(format!(
+                    "parameter {name:?} has shape {:?} in the checkpoint but {shape:?} in the model",
+                    t.shape()
+                )));
+            }
+        }
+        if let Some((extra, _)) = self.params.iter().find(|(n, _)| !want.iter().any(|(w, _)| w == n)) {
+            return Err(mismatch(format!("parameter {extra:?} is not in the model (a different model or config?)")));
+        }
+        for (name, t) in &self.optim {
+            let owner = want.iter().find(|(w, _)| name.strip_prefix(w.as_str()).is_some_and(|r| r.starts_with('.')));
+            if let Some((p, shape)) = owner {
+                let n: usize = shape.iter().product();
+                if t.numel() != n && t.numel() != 1 {
+                    return Err(mismatch(format!(
+                        "optimiser state {name:?} has {} values but parameter {p:?} has {n}",
+                        t.numel()
+                    )));
+                }
+            }
+        }
+        for (name, p) in model.params_mut() {
+            p.assign(find(&self.params, &name).expect("checked above"))?;
+        }
+        Ok(())
     }
 
     /// Read a checkpoint file.
@@ -290,6 +385,28 @@ impl Checkpoint {
     pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
         Ok(Checkpoint::list(dir)?.pop().map(|(_, p)| p))
     }
+}
+
+/// The `checksum` metadata: a 64-bit FNV-1a-style hash over each tensor's name and
+/// bytes, eight bytes at a time (not cryptographic: it catches corruption, not tampering).
+pub fn checksum<'a>(parts: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+        }
+        for &b in words.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+        h = (h ^ bytes.len() as u64).wrapping_mul(PRIME);
+    };
+    for (name, bytes) in parts {
+        eat(name.as_bytes());
+        eat(bytes);
+    }
+    h
 }
 
 fn find<'a, T>(list: &'a [(String, T)], name: &str) -> Option<&'a T> {

@@ -46,6 +46,7 @@
 
 pub mod checkpoint;
 pub mod dir;
+pub mod faults;
 pub mod interrupt;
 pub mod metrics;
 pub mod plot;
@@ -84,9 +85,14 @@ pub struct RunArgs {
     /// Overwrite the run files in a non-empty --out
     #[arg(long, conflicts_with = "resume")]
     pub force: bool,
-    /// Continue the run in --out from its latest checkpoint
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue the run in DIR (or in --out) from its newest valid checkpoint, bit for
+    /// bit as if it had never stopped (same seed and flags)
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Stop once N steps are done, as Ctrl-C would (checkpoint, metrics), but with exit
+    /// status 0; continue later with --resume
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<u64>,
     /// Write a checkpoint every N steps (0: only at the end and when interrupted)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub ckpt_every: u64,
@@ -103,7 +109,9 @@ impl RunArgs {
         RunOptions {
             out: self.out.clone(),
             force: self.force,
-            resume: self.resume,
+            resume: self.resume.is_some(),
+            resume_dir: self.resume.clone().flatten(),
+            stop_after: self.stop_after,
             ckpt_every: self.ckpt_every,
             keep: self.keep,
             progress: if self.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
@@ -118,6 +126,10 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub force: bool,
     pub resume: bool,
+    /// `--resume DIR`: the run directory (the same as `--out DIR --resume`).
+    pub resume_dir: Option<PathBuf>,
+    /// Stop (checkpoint, exit status 0) once this many steps are done.
+    pub stop_after: Option<u64>,
     /// Checkpoint every N steps (0: only at the end and when interrupted).
     pub ckpt_every: u64,
     /// Checkpoints kept (0: all).
@@ -135,6 +147,8 @@ impl Default for RunOptions {
             out: None,
             force: false,
             resume: false,
+            resume_dir: None,
+            stop_after: None,
             ckpt_every: 0,
             keep: 3,
             progress: ProgressMode::Auto,
@@ -157,6 +171,9 @@ pub struct Run {
     keep: usize,
     resumed: Option<Checkpoint>,
     start_step: u64,
+    stop_after: Option<u64>,
+    /// The stop was asked for by `--stop-after`, not by a signal.
+    planned_stop: bool,
 }
 
 impl Run {
@@ -170,7 +187,21 @@ impl Run {
                 message: "the configuration must be a JSON object".into(),
             });
         };
-        let dir = RunDir::create(opts.out.clone(), command, opts.force, opts.resume)?;
+        let out = match (&opts.resume_dir, &opts.out) {
+            (Some(r), Some(o)) if r != o => {
+                return Err(Error::InvalidArgument {
+                    op: "--resume",
+                    message: format!(
+                        "--resume {} and --out {} name different directories; give one",
+                        r.display(),
+                        o.display()
+                    ),
+                });
+            }
+            (Some(r), _) => Some(r.clone()),
+            (None, o) => o.clone(),
+        };
+        let dir = RunDir::create(out, command, opts.force, opts.resume || opts.resume_dir.is_some())?;
         obj.insert("command".into(), Value::from(command));
         obj.insert("crate_version".into(), Value::from(env!("CARGO_PKG_VERSION")));
         obj.insert("out".into(), Value::from(dir.path().display().to_string()));
@@ -178,8 +209,7 @@ impl Run {
 
         let mut notes = Vec::new();
         let (metrics, resumed) = if dir.is_resume() {
-            let path = Checkpoint::latest(dir.path())?.expect("RunDir::create checked that a checkpoint exists");
-            let ck = Checkpoint::load(&path)?;
+            let (path, ck) = newest_valid_checkpoint(dir.path(), &mut notes)?;
             if let Some(old) = dir.read_config()? {
                 let changed = changed_keys(&old, &config);
                 if !changed.is_empty() {
@@ -209,6 +239,8 @@ impl Run {
             keep: opts.keep,
             resumed,
             start_step,
+            stop_after: opts.stop_after,
+            planned_stop: false,
         })
     }
 
@@ -245,10 +277,16 @@ impl Run {
     pub fn tick(&mut self, step: u64, fields: &[(&str, f64)]) {
         self.progress.update(step, fields);
     }
-    /// Log a training record (`kind = "train"`) and advance the progress display.
+    /// Log a training record (`kind = "train"`) and advance the progress display. Once
+    /// `step` reaches `--stop-after`, this requests the stop that [`Run::interrupted`]
+    /// reports.
     pub fn log(&mut self, step: u64, fields: &[(&str, f64)]) -> Result<()> {
         self.metrics.log("train", step, fields)?;
         self.progress.update(step, fields);
+        if self.stop_after.is_some_and(|s| step >= s) && !self.interrupt.requested() {
+            self.planned_stop = true;
+            self.interrupt.request();
+        }
         Ok(())
     }
     /// Log an evaluation record (`kind = "eval"`) and print it.
@@ -274,10 +312,11 @@ impl Run {
     pub fn checkpoint_due(&self, step: u64) -> bool {
         self.ckpt_every > 0 && step > 0 && step.is_multiple_of(self.ckpt_every)
     }
-    /// Sync the metrics, then write `ckpt` atomically, keeping the newest `--keep`.
+    /// Sync the metrics, then write `ckpt` atomically, keeping the newest `--keep`. A
+    /// failed write (a full disk, say) leaves every earlier checkpoint as it was.
     pub fn save_checkpoint(&mut self, ckpt: &Checkpoint) -> Result<PathBuf> {
         self.metrics.sync()?;
-        ckpt.save_atomic(self.dir.path(), self.keep)
+        ckpt.save_atomic_with(self.dir.path(), self.keep, faults::checkpoint_writer(ckpt.step))
     }
 
     fn plots(&self) -> Vec<PathBuf> {
@@ -307,11 +346,21 @@ impl Run {
     }
 
     /// End an interrupted run: write `ckpt`, sync the metrics, draw the plots, say where
-    /// everything is, and return the exit status to use ([`EXIT_INTERRUPTED`]).
+    /// everything is, and return the exit status to use ([`EXIT_INTERRUPTED`], or 0 for
+    /// a stop asked for by `--stop-after`).
     pub fn finish_interrupted(mut self, ckpt: &Checkpoint) -> Result<i32> {
         let ck = self.save_checkpoint(ckpt)?;
         self.plots();
         self.progress.finish();
+        if self.planned_stop {
+            self.progress.println(&format!(
+                "stopped at step {} (--stop-after): checkpoint {}; continue with --resume {}",
+                ckpt.step,
+                ck.display(),
+                self.dir.path().display()
+            ));
+            return Ok(0);
+        }
         self.progress.warn(&format!(
             "interrupted at step {}: checkpoint {}, metrics {}; continue with --out {} --resume",
             ckpt.step,
@@ -321,6 +370,34 @@ impl Run {
         ));
         Ok(EXIT_INTERRUPTED)
     }
+}
+
+/// The newest checkpoint in `dir` that loads; every newer one that does not (truncated,
+/// corrupt) is skipped with a note naming it. An error when none loads.
+fn newest_valid_checkpoint(dir: &Path, notes: &mut Vec<String>) -> Result<(PathBuf, Checkpoint)> {
+    let all = Checkpoint::list(dir)?;
+    let mut refused = Vec::new();
+    for (_, path) in all.iter().rev() {
+        match Checkpoint::load(path) {
+            Ok(ck) => {
+                if !refused.is_empty() {
+                    notes.push(format!("warning: falling back to {} (the newest valid checkpoint)", path.display()));
+                }
+                return Ok((path.clone(), ck));
+            }
+            Err(e) => {
+                notes.push(format!("warning: skipping a checkpoint that cannot be used: {e}"));
+                refused.push(e.to_string());
+            }
+        }
+    }
+    Err(Error::Io {
+        path: dir.display().to_string(),
+        message: format!(
+            "--resume: no valid checkpoint ({}); pass --force to start over",
+            if refused.is_empty() { "none found".to_string() } else { refused.join("; ") }
+        ),
+    })
 }
 
 /// Top-level keys whose values differ between two configurations (ignoring `out`).
@@ -347,7 +424,10 @@ mod tests {
             .unwrap();
         let o = c.run.options();
         assert_eq!(o.out.as_deref(), Some(Path::new("d")));
-        assert!(o.resume && !o.force);
+        assert!(o.resume && !o.force && o.resume_dir.is_none());
+        let r = Cli::try_parse_from(["x", "--resume", "runs/a", "--stop-after", "7"]).unwrap().run.options();
+        assert!(r.resume && r.out.is_none());
+        assert_eq!((r.resume_dir.as_deref(), r.stop_after), (Some(Path::new("runs/a")), Some(7)));
         assert_eq!((o.ckpt_every, o.keep, o.progress), (50, 2, ProgressMode::Quiet));
         let d = Cli::try_parse_from(["x"]).unwrap().run;
         assert_eq!(d, RunArgs { keep: 3, ..RunArgs::default() });

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::nn::{Module, num_params};
 use crate::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::rng::Rng;
+use crate::run::Checkpoint;
 use crate::tensor::Tensor;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -269,6 +270,15 @@ pub trait DinoHooks {
     fn should_stop(&mut self) -> bool {
         false
     }
+    /// Called once after [`DinoHooks::on_start`]: a checkpoint written from a
+    /// [`DinoState`] of the same configuration to continue from (`--resume`).
+    fn resume(&mut self) -> Option<Checkpoint> {
+        None
+    }
+    /// The whole training state, after every step inside an epoch (`epoch_end` false)
+    /// and after each epoch's evaluation (`epoch_end` true, also for a partial epoch
+    /// cut short by [`DinoHooks::should_stop`]); write it with [`DinoState::save`].
+    fn on_state(&mut self, _state: &DinoState<'_>, _epoch_end: bool) {}
 }
 
 impl DinoHooks for () {}
@@ -449,6 +459,7 @@ fn distill_step(
     center: Option<&mut Center>,
     lr: f32,
     log_kl: bool,
+    step: u64,
 ) -> Result<(f32, f64, f64)> {
     let probs = method::teacher_probs(t_logits, loss_cfg, center.as_deref())?;
     let s_logits = student.forward(x)?;
@@ -460,15 +471,10 @@ fn distill_step(
     let loss = method::distill_loss(&s_logits, &probs, loss_cfg.student_temp)?;
     drop((probs, s_logits));
     let l = loss.item()?;
-    if !l.is_finite() {
-        return Err(Error::InvalidArgument {
-            op: "train_dino",
-            message: format!("loss became {l}; lower the learning rate"),
-        });
-    }
     student.zero_grad();
     loss.backward()?;
     drop(loss);
+    super::guard::check_step(step, l, &*student)?;
     let t_opt = Instant::now();
     opt.step(student, lr)?;
     let opt_s = t_opt.elapsed().as_secs_f64();
@@ -556,52 +562,68 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         Ok((teacher_r, student_r, pixels_r))
     };
 
-    let mut history = Vec::with_capacity(cfg.epochs + 1);
-    let t0 = Instant::now();
-    let (teacher_r, student_r, pixels_r) = evaluate(&student, 0)?;
-    let rec = EpochRecord {
-        epoch: 0,
-        steps: 0,
-        mean_loss: f64::NAN,
-        mean_kl: f64::NAN,
-        teacher: teacher_r,
-        student: student_r,
-        pixels: pixels_r,
-        train_s: 0.0,
-        probe_s: t0.elapsed().as_secs_f64(),
-    };
-    hooks.on_epoch(&rec, &student);
-    history.push(rec);
-
     let mut opt = AdamW::with_groups(AdamWConfig::default(), method::param_groups(&student, cfg.wd_1d))?;
     let mut center = cfg.loss.center_momentum.map(|m| Center::new(cfg.out_dim, m));
-    let mut batches = Rng::new(cfg.data_seed).stream("batches");
-    let (mut losses, mut kls) = (Vec::new(), Vec::new());
+    let mut ls = match hooks.resume() {
+        Some(ck) => LoopState::restore(&ck, &mut student, &mut opt, center.as_mut())?,
+        None => {
+            let t0 = Instant::now();
+            let (teacher_r, student_r, pixels_r) = evaluate(&student, 0)?;
+            let rec = EpochRecord {
+                epoch: 0,
+                steps: 0,
+                mean_loss: f64::NAN,
+                mean_kl: f64::NAN,
+                teacher: teacher_r,
+                student: student_r,
+                pixels: pixels_r,
+                train_s: 0.0,
+                probe_s: t0.elapsed().as_secs_f64(),
+            };
+            hooks.on_epoch(&rec, &student);
+            LoopState::new(cfg.data_seed, rec)
+        }
+    };
     let (mut train_s, mut images) = (0.0f64, 0usize);
     let mut stopped_early = false;
-    let mut step = 0;
-    for epoch in 1..=cfg.epochs {
-        let order = batches.permutation(n);
-        let (mut ep_loss, mut ep_kl, mut ep_steps, mut ep_train) = (0.0f64, 0.0f64, 0usize, 0.0f64);
-        for idx in order.chunks(bs) {
+    let mut partial = None;
+    while ls.epoch <= cfg.epochs {
+        let epoch = ls.epoch;
+        let mut next_rng = ls.epoch_rng.clone();
+        let order = next_rng.permutation(n);
+        let mut ep_train = 0.0f64;
+        for idx in order.chunks(bs).skip(ls.cursor) {
             let ts = Instant::now();
             let x = data.train.batch(idx)?;
             let t_logits = teacher_logits(&teacher, cache.as_deref(), &x, idx)?;
-            let (l, kl, _) =
-                distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, center.as_mut(), cfg.lr, true)?;
+            let (l, kl, _) = distill_step(
+                &mut student,
+                &mut opt,
+                &x,
+                &t_logits,
+                &cfg.loss,
+                center.as_mut(),
+                cfg.lr,
+                true,
+                ls.step as u64 + 1,
+            )?;
             let secs = ts.elapsed().as_secs_f64();
             ep_train += secs;
             images += idx.len();
-            ep_loss += l as f64;
-            ep_kl += kl;
-            ep_steps += 1;
-            losses.push(l);
-            kls.push(kl);
+            ls.ep_loss += l as f64;
+            ls.ep_kl += kl;
+            ls.losses.push(l);
+            ls.kls.push(kl);
+            let step = ls.step;
+            ls.step += 1;
+            ls.cursor += 1;
             hooks.on_step(&StepInfo { step, epoch, loss: l, kl, lr: cfg.lr, batch_size: idx.len(), seconds: secs });
-            step += 1;
             if hooks.should_stop() {
                 stopped_early = true;
                 break;
+            }
+            if ls.cursor < steps_per_epoch {
+                hooks.on_state(&DinoState { student: &student, opt: &opt, center: center.as_ref(), ls: &ls }, false);
             }
         }
         train_s += ep_train;
@@ -609,9 +631,9 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         let (teacher_r, student_r, pixels_r) = evaluate(&student, epoch)?;
         let rec = EpochRecord {
             epoch,
-            steps: ep_steps,
-            mean_loss: ep_loss / ep_steps.max(1) as f64,
-            mean_kl: ep_kl / ep_steps.max(1) as f64,
+            steps: ls.cursor,
+            mean_loss: ls.ep_loss / ls.cursor.max(1) as f64,
+            mean_kl: ls.ep_kl / ls.cursor.max(1) as f64,
             teacher: teacher_r,
             student: student_r,
             pixels: pixels_r,
@@ -619,11 +641,25 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
             probe_s: tp.elapsed().as_secs_f64(),
         };
         hooks.on_epoch(&rec, &student);
-        history.push(rec);
+        if ls.cursor >= steps_per_epoch {
+            ls.history.push(rec);
+            ls.epoch += 1;
+            ls.cursor = 0;
+            ls.epoch_rng = next_rng;
+            ls.ep_loss = 0.0;
+            ls.ep_kl = 0.0;
+        } else {
+            partial = Some(rec);
+        }
+        hooks.on_state(&DinoState { student: &student, opt: &opt, center: center.as_ref(), ls: &ls }, true);
         if stopped_early {
             break;
         }
     }
+    // A stop after the last step is no early stop.
+    stopped_early &= ls.epoch <= cfg.epochs;
+    let LoopState { mut history, losses, kls, .. } = ls;
+    history.extend(partial);
 
     let pick = |f: &dyn Fn(&EpochRecord) -> ProbeResult| -> Vec<ProbeResult> { history.iter().map(f).collect() };
     let teachers = pick(&|r| r.teacher);
@@ -663,6 +699,179 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         images_per_s: if train_s > 0.0 { images as f64 / train_s } else { f64::NAN },
         cache_s,
     })
+}
+
+/// Where the distillation loop is: everything beyond the student, optimiser and center
+/// that a checkpoint must hold to continue bit for bit.
+struct LoopState {
+    /// The 1-based epoch in progress (`cursor` steps of it done).
+    epoch: usize,
+    cursor: usize,
+    /// Steps done in all.
+    step: usize,
+    /// The batch-order stream before the permutation of `epoch` was drawn.
+    epoch_rng: Rng,
+    /// Sums over the steps of `epoch` so far.
+    ep_loss: f64,
+    ep_kl: f64,
+    /// Per-step losses and KLs, and the records of every completed epoch (and epoch 0).
+    losses: Vec<f32>,
+    kls: Vec<f64>,
+    history: Vec<EpochRecord>,
+}
+
+/// The training state handed to [`DinoHooks::on_state`].
+pub struct DinoState<'a> {
+    pub student: &'a DinoModel,
+    pub opt: &'a AdamW,
+    pub center: Option<&'a Center>,
+    ls: &'a LoopState,
+}
+
+/// f64s as JSON integers (their bits), so that they read back bit for bit (NaN too).
+fn bits_json(v: impl Iterator<Item = f64>) -> String {
+    serde_json::to_string(&v.map(f64::to_bits).collect::<Vec<u64>>()).expect("integers serialise")
+}
+
+fn bits_from_json(ck: &Checkpoint, key: &str) -> Result<Vec<f64>> {
+    let v: Vec<u64> = serde_json::from_str(ck.meta(key)?).map_err(|e| Error::InvalidArgument {
+        op: "checkpoint",
+        message: format!("{}: metadata {key:?} is not a list of f64 bit patterns: {e}", ck.source),
+    })?;
+    Ok(v.into_iter().map(f64::from_bits).collect())
+}
+
+/// An [`EpochRecord`]'s numbers, in a fixed order.
+fn record_numbers(r: &EpochRecord) -> [f64; 12] {
+    [
+        r.epoch as f64,
+        r.steps as f64,
+        r.mean_loss,
+        r.mean_kl,
+        r.teacher.knn,
+        r.teacher.linear,
+        r.student.knn,
+        r.student.linear,
+        r.pixels.knn,
+        r.pixels.linear,
+        r.train_s,
+        r.probe_s,
+    ]
+}
+
+fn record_from_numbers(v: &[f64]) -> EpochRecord {
+    let p = |i: usize| ProbeResult { knn: v[i], linear: v[i + 1] };
+    EpochRecord {
+        epoch: v[0] as usize,
+        steps: v[1] as usize,
+        mean_loss: v[2],
+        mean_kl: v[3],
+        teacher: p(4),
+        student: p(6),
+        pixels: p(8),
+        train_s: v[10],
+        probe_s: v[11],
+    }
+}
+
+impl LoopState {
+    fn new(data_seed: u64, epoch0: EpochRecord) -> LoopState {
+        LoopState {
+            epoch: 1,
+            cursor: 0,
+            step: 0,
+            epoch_rng: Rng::new(data_seed).stream("batches"),
+            ep_loss: 0.0,
+            ep_kl: 0.0,
+            losses: Vec::new(),
+            kls: Vec::new(),
+            history: vec![epoch0],
+        }
+    }
+
+    /// Restore the student, optimiser and center from `ck` (validated against the
+    /// student) and return the loop's position.
+    fn restore(
+        ck: &Checkpoint,
+        student: &mut DinoModel,
+        opt: &mut AdamW,
+        center: Option<&mut Center>,
+    ) -> Result<LoopState> {
+        ck.restore_params(student)?;
+        opt.load_state_tensors(&ck.optim)?;
+        if let Some(c) = center {
+            let t = ck.extra_state("center")?;
+            if t.numel() != c.values.len() {
+                return Err(Error::InvalidArgument {
+                    op: "checkpoint",
+                    message: format!("{}: center has {} values, the run {}", ck.source, t.numel(), c.values.len()),
+                });
+            }
+            c.values = t.to_vec();
+        }
+        let num = |key: &str| -> Result<usize> {
+            ck.meta(key)?.parse().map_err(|_| Error::InvalidArgument {
+                op: "checkpoint",
+                message: format!("{}: metadata {key:?} is not a whole number", ck.source),
+            })
+        };
+        let sums = bits_from_json(ck, "epoch_sums")?;
+        let hist = bits_from_json(ck, "history")?;
+        let losses = bits_from_json(ck, "losses")?;
+        let kls = bits_from_json(ck, "kls")?;
+        if sums.len() != 2 || hist.len() % 12 != 0 || losses.len() != kls.len() || losses.len() != ck.step as usize {
+            return Err(Error::InvalidArgument {
+                op: "checkpoint",
+                message: format!("{}: inconsistent DINO loop state", ck.source),
+            });
+        }
+        Ok(LoopState {
+            epoch: num("epoch")?,
+            cursor: ck.cursor as usize,
+            step: ck.step as usize,
+            epoch_rng: ck.rng("batches")?,
+            ep_loss: sums[0],
+            ep_kl: sums[1],
+            losses: losses.into_iter().map(|l| l as f32).collect(),
+            kls,
+            history: hist.chunks(12).map(record_from_numbers).collect(),
+        })
+    }
+}
+
+impl DinoState<'_> {
+    /// Steps done in all (the checkpoint's step).
+    pub fn step(&self) -> u64 {
+        self.ls.step as u64
+    }
+    /// The 1-based epoch in progress (the next one at an epoch boundary).
+    pub fn epoch(&self) -> usize {
+        self.ls.epoch
+    }
+    /// Add everything needed to continue the run to `ck`: student parameters, AdamW
+    /// moments and step, the center, the batch-order stream with the epoch and the
+    /// position in it (cursor), the per-step losses and the epoch records.
+    pub fn save(&self, mut ck: Checkpoint) -> Checkpoint {
+        use crate::nn::Module;
+        for (name, p) in self.student.params() {
+            ck = ck.with_param(name, p);
+        }
+        for (name, t) in self.opt.state_tensors() {
+            ck = ck.with_optim(name, &t);
+        }
+        if let Some(c) = self.center {
+            let n = c.values.len();
+            ck = ck.with_extra("center", &Tensor::from_vec(c.values.clone(), [n]).expect("n values"));
+        }
+        let ls = self.ls;
+        ck.with_rng("batches", &ls.epoch_rng)
+            .with_cursor(ls.cursor as u64)
+            .with_meta("epoch", ls.epoch.to_string())
+            .with_meta("epoch_sums", bits_json([ls.ep_loss, ls.ep_kl].into_iter()))
+            .with_meta("losses", bits_json(ls.losses.iter().map(|&l| l as f64)))
+            .with_meta("kls", bits_json(ls.kls.iter().copied()))
+            .with_meta("history", bits_json(ls.history.iter().flat_map(record_numbers)))
+    }
 }
 
 impl DinoReport {
@@ -715,7 +924,8 @@ pub fn bench_distill_step(
     for i in 0..warmup + steps {
         let t = Instant::now();
         let t_logits = teacher_logits(&teacher, Some(&cache), &x, &idx)?;
-        let (_, _, o) = distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false)?;
+        let (_, _, o) =
+            distill_step(&mut student, &mut opt, &x, &t_logits, &cfg.loss, None, 1e-4, false, i as u64 + 1)?;
         if i >= warmup {
             step_s.push(t.elapsed().as_secs_f64());
             opt_s.push(o);

@@ -7,7 +7,7 @@
 
 use crate::autograd::no_grad;
 use crate::error::{Error, Result};
-use crate::fpr::{FpModel, Lmax, ModelConfig, ModelKind};
+use crate::fpr::{BackwardMode, FpModel, KronNorm, Lmax, MixerKind, ModelConfig, ModelKind};
 use crate::nn::{Module, num_params};
 use crate::ops::fused::CrossEntropyOpts;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroup, clip_grad_norm};
@@ -23,10 +23,24 @@ use std::time::Instant;
 #[derive(Clone, Debug, PartialEq)]
 pub struct FprnnConfig {
     pub task: Task,
-    /// `fp-rnn`, `diagonal`, `dense-seq` or `lstm`.
+    /// `fp-rnn`, `diagonal`, `dense-seq`, `lstm`, `fp-mamba` or `mamba`.
     pub model: ModelKind,
-    /// Householder rank `r` (fp-rnn, dense-seq).
+    /// Householder rank `r` (fp-rnn, dense-seq, fp-mamba).
     pub rank: usize,
+    /// The mixer when not Householder of rank `rank` (Kronecker; DPLR with fp-mamba).
+    pub mixer: Option<MixerKind>,
+    /// `hh_alpha_scale` (§8.1): 2 (reference code) or 1 (paper).
+    pub alpha_scale: f32,
+    /// Backward mode of every FP layer, or one per layer (§3.1).
+    pub backward: Vec<BackwardMode>,
+    /// The short depthwise convolutions (§4.2, §4.3).
+    pub short_conv: bool,
+    /// FP-Mamba: B and C depend on the shifted output (Table 1).
+    pub bc_y_dependence: bool,
+    /// FP-Mamba / Mamba: the SiLU(z) gate inside the loop.
+    pub glu_in_loop: bool,
+    /// `N` of the FP-Mamba / Mamba blocks.
+    pub d_state: usize,
     pub n_layers: usize,
     pub d_model: usize,
     /// `D` of the FP blocks.
@@ -66,6 +80,13 @@ impl FprnnConfig {
             task,
             model,
             rank: 4,
+            mixer: None,
+            alpha_scale: 2.0,
+            backward: vec![BackwardMode::OneStep],
+            short_conv: false,
+            bc_y_dependence: true,
+            glu_in_loop: false,
+            d_state: 16,
             n_layers: 1,
             d_model: 64,
             d_inner: 128,
@@ -89,10 +110,17 @@ impl FprnnConfig {
 
     /// The `--quick` preset (issue 8): A4, training length 16, 1 layer, d 64, D 128,
     /// Householder rank 4, batch 128, AdamW lr 1e-3 with 100 warm-up steps then cosine,
-    /// `ℓ_max` 16; [`QUICK_STEPS`] steps.
+    /// `ℓ_max` 16; [`QUICK_STEPS`] steps, validated every 250.
+    ///
+    /// The Householder steps use the paper's `I − αuuᵀ` (`hh_alpha_scale` 1, §8.1), not
+    /// the reference code's `I − 2αuuᵀ`: with scale 2 the training solve ran into its
+    /// `ℓ_max` cap from step ≈ 400 on (‖I − Q‖ < 1 is no longer guaranteed, §2.3), the
+    /// model learned the truncated iterate and sat at 0.00 sequence accuracy after 1,500
+    /// steps; with scale 1 the solve converges (≈ 15 iterations) and the same budget
+    /// reaches 0.95 (REPRODUCTION.md).
     pub fn quick(model: ModelKind) -> FprnnConfig {
         let task = Task::parse("a4").expect("a4 is a task");
-        FprnnConfig { steps: QUICK_STEPS, lmax: 16, ..FprnnConfig::new(task, model) }
+        FprnnConfig { steps: QUICK_STEPS, lmax: 16, alpha_scale: 1.0, val_every: 250, ..FprnnConfig::new(task, model) }
     }
 
     /// The model this configuration trains.
@@ -100,6 +128,16 @@ impl FprnnConfig {
         let mut m = ModelConfig::new(self.model, self.task.vocab(), self.n_layers, self.d_model);
         m.d_inner = self.d_inner;
         m.rank = self.rank;
+        m.mixer = self.mixer;
+        m.alpha_scale = self.alpha_scale;
+        m.short_conv = self.short_conv;
+        m.bc_y_dependence = self.bc_y_dependence;
+        m.glu_in_loop = self.glu_in_loop;
+        m.d_state = self.d_state;
+        match self.backward.as_slice() {
+            [one] => m.backward = *one,
+            per_layer => m.layer_backward = per_layer.to_vec(),
+        }
         m.seed = self.seed;
         m.solver_seed = self.seed;
         m.solver.lmax = Lmax::Fixed(self.lmax);
@@ -123,7 +161,7 @@ impl FprnnConfig {
                 self.n_layers, self.d_model, self.d_inner
             ));
         }
-        if matches!(self.model, ModelKind::FpRnn | ModelKind::DenseSeq) && self.rank == 0 {
+        if matches!(self.model, ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba) && self.rank == 0 {
             return bad("the Householder rank must be at least 1".into());
         }
         if self.rank > self.d_inner {
@@ -148,7 +186,12 @@ impl FprnnConfig {
             "task": self.task.name(),
             "model": self.model.name(),
             "mixer": self.mixer_name(),
-            "backward": "one-step",
+            "backward": self.backward_name(),
+            "hh_alpha_scale": self.alpha_scale,
+            "short_conv": self.short_conv,
+            "bc_y_dependence": self.bc_y_dependence,
+            "glu_in_loop": self.glu_in_loop,
+            "d_state": self.d_state,
             "train_length": self.task.train_len(),
             "row_length": self.task.train_row_len(),
             "vocab": self.task.vocab(),
@@ -172,18 +215,28 @@ impl FprnnConfig {
         })
     }
 
-    /// `householder:R`, `identity` or `none` (LSTM).
+    /// `householder:R`, `kronecker` (`kronecker:rows` with row normalisation), `dplr:R`,
+    /// `identity` or `none` (LSTM).
     pub fn mixer_name(&self) -> String {
-        match self.model {
-            ModelKind::FpRnn | ModelKind::DenseSeq | ModelKind::FpMamba => format!("householder:{}", self.rank),
-            ModelKind::Diagonal | ModelKind::Mamba => "identity".into(),
-            ModelKind::Lstm => "none".into(),
+        match (self.model, self.mixer) {
+            (ModelKind::Diagonal | ModelKind::Mamba, _) => "identity".into(),
+            (ModelKind::Lstm, _) => "none".into(),
+            (_, Some(MixerKind::Kronecker { norm: KronNorm::Rows, .. })) => "kronecker:rows".into(),
+            (_, Some(MixerKind::Kronecker { .. })) => "kronecker".into(),
+            (_, Some(MixerKind::Dplr { rank })) => format!("dplr:{rank}"),
+            _ => format!("householder:{}", self.rank),
         }
+    }
+
+    /// The backward mode(s): `one-step`, `implicit`, `phantom-K`, or one per layer joined
+    /// by commas.
+    pub fn backward_name(&self) -> String {
+        self.backward.iter().map(BackwardMode::name).collect::<Vec<_>>().join(",")
     }
 }
 
 /// Steps of the quick preset.
-pub const QUICK_STEPS: usize = 1200;
+pub const QUICK_STEPS: usize = 3000;
 
 use crate::run::json_f32 as num;
 
@@ -195,6 +248,8 @@ pub struct StepInfo {
     pub token_acc: f64,
     /// Median per-sample iterations of the solver (max over layers); 0 for the LSTM.
     pub iterations: f64,
+    /// Adjoint iterations of the implicit backward (max over layers); None without it.
+    pub adjoint_iterations: Option<f64>,
 }
 
 /// Accuracy at one evaluation length.
@@ -253,6 +308,8 @@ pub struct FprnnTrainer {
     train_seconds: f64,
     /// First validation step whose sequence accuracy reached 0.9.
     crossed: Option<usize>,
+    /// Implicit backward: adjoint iterations summed over steps, steps, steps converged.
+    adjoint: (f64, usize, usize),
 }
 
 impl FprnnTrainer {
@@ -280,6 +337,7 @@ impl FprnnTrainer {
             tokens: 0,
             train_seconds: 0.0,
             crossed: None,
+            adjoint: (0.0, 0, 0),
         })
     }
 
@@ -317,6 +375,13 @@ impl FprnnTrainer {
     pub fn crossed_0_9(&self) -> Option<usize> {
         self.crossed
     }
+    /// Implicit backward: mean adjoint iterations per step (max over layers) and the
+    /// share of steps whose adjoint solves all converged, in this process; None without it.
+    pub fn adjoint_summary(&self) -> Option<(f64, f64)> {
+        let (sum, n, ok) = self.adjoint;
+        (n > 0).then(|| (sum / n as f64, ok as f64 / n as f64))
+    }
+
     /// Whether validation is due after the step just taken.
     pub fn val_due(&self) -> bool {
         self.cfg.val_every > 0 && self.step > 0 && (self.step.is_multiple_of(self.cfg.val_every) || self.done())
@@ -332,22 +397,24 @@ impl FprnnTrainer {
         let opts = CrossEntropyOpts { ignore_index: Some(batch.ignore), ..CrossEntropyOpts::default() };
         let loss = flat.cross_entropy(&batch.targets, opts)?;
         let l = loss.item()?;
-        if !l.is_finite() {
-            return Err(Error::InvalidArgument {
-                op: "fprnn",
-                message: format!("loss became {l} at step {}; lower the learning rate", self.step),
-            });
-        }
         let rows = no_grad(|| score(&logits.detach(), &batch))?;
         let (right, sup) = rows.iter().fold((0, 0), |(a, b), r| (a + r.1, b + r.2));
         let mut iters: Vec<f64> = self.sample_iterations().into_iter().map(|i| i as f64).collect();
         self.model.zero_grad();
         loss.backward()?;
         drop((loss, flat, logits));
+        super::guard::check_step(self.step as u64 + 1, l, &self.model)?;
         if let Some(c) = self.cfg.clip {
             clip_grad_norm(&self.model, c)?;
         }
         self.opt.step(&mut self.model, self.schedule.lr_at(self.step))?;
+        let adj: Vec<_> = self.model.last_adjoint_stats().into_iter().flatten().collect();
+        let adjoint_iterations = adj.iter().map(|a| a.iterations as f64).reduce(f64::max);
+        if let Some(i) = adjoint_iterations {
+            self.adjoint.0 += i;
+            self.adjoint.1 += 1;
+            self.adjoint.2 += usize::from(adj.iter().all(|a| a.converged));
+        }
         self.step += 1;
         self.tokens += (batch.shape[0] * batch.shape[1]) as u64;
         self.train_seconds += t0.elapsed().as_secs_f64();
@@ -355,6 +422,7 @@ impl FprnnTrainer {
             loss: l,
             token_acc: right as f64 / sup.max(1) as f64,
             iterations: if iters.is_empty() { 0.0 } else { median(&mut iters) },
+            adjoint_iterations,
         })
     }
 
@@ -455,7 +523,8 @@ impl FprnnTrainer {
         self.cfg.eval_lengths.iter().map(|&l| self.evaluate_at(l, self.cfg.eval_count)).collect()
     }
 
-    /// Parameters, optimiser state, the data stream and the counters.
+    /// Parameters, optimiser state, the data stream, the random-`ℓ_max` stream and the
+    /// counters (the cursor is the number of training tokens seen).
     pub fn save_state(&self, mut ckpt: Checkpoint) -> Checkpoint {
         for (name, p) in self.model.params() {
             ckpt = ckpt.with_param(name, p);
@@ -463,7 +532,7 @@ impl FprnnTrainer {
         for (name, t) in self.opt.state_tensors() {
             ckpt = ckpt.with_optim(name, &t);
         }
-        ckpt = ckpt.with_rng("data", &self.data).with_cursor(self.tokens);
+        ckpt = ckpt.with_rng("data", &self.data).with_rng("lmax", &self.model.solver_rng()).with_cursor(self.tokens);
         if let Some(c) = self.crossed {
             ckpt = ckpt.with_meta("crossed_0_9", c.to_string());
         }
@@ -472,12 +541,15 @@ impl FprnnTrainer {
 
     /// Continue from a checkpoint of [`FprnnTrainer::save_state`] for the same config.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        for (name, p) in self.model.params_mut() {
-            p.assign(ckpt.param(&name)?)?;
-        }
+        ckpt.restore_params(&mut self.model)?;
         self.opt.load_state_tensors(&ckpt.optim)?;
         self.data = ckpt.rng("data")?;
-        self.tokens = 0;
+        // Checkpoints from before the random-ℓ_max stream was saved: a fixed ℓ_max
+        // never draws from it.
+        if let Ok(r) = ckpt.rng("lmax") {
+            self.model.set_solver_rng(r);
+        }
+        self.tokens = ckpt.cursor;
         self.step = ckpt.step as usize;
         self.crossed = ckpt.meta("crossed_0_9").ok().and_then(|s| s.parse().ok());
         Ok(())
@@ -506,7 +578,9 @@ pub fn summary_json(t: &FprnnTrainer, evals: &[LengthEval], steps_here: usize, w
         "task": c.task.name(),
         "model": c.model.name(),
         "mixer": c.mixer_name(),
-        "backward": "one-step",
+        "backward": c.backward_name(),
+        "adjoint_iterations_mean": t.adjoint_summary().map(|a| a.0),
+        "adjoint_converged_share": t.adjoint_summary().map(|a| a.1),
         "seed": c.seed,
         "steps": t.step_index(),
         "train_length": c.task.train_len(),

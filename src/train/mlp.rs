@@ -213,15 +213,10 @@ impl MlpTrainer {
         self.pos += bs;
         let loss = self.model.forward(&x)?.cross_entropy(&y, CrossEntropyOpts::default())?;
         let l = loss.item()?;
-        if !l.is_finite() {
-            return Err(Error::InvalidArgument {
-                op: "train_mlp",
-                message: format!("loss became {l} at step {}; lower the learning rate", self.step),
-            });
-        }
         self.model.zero_grad();
         loss.backward()?;
         drop(loss);
+        super::guard::check_step(self.step as u64 + 1, l, &self.model)?;
         if let Some(c) = self.cfg.clip_norm {
             clip_grad_norm(&self.model, c)?;
         }
@@ -259,9 +254,7 @@ impl MlpTrainer {
     /// Continue from a checkpoint written by [`MlpTrainer::save_state`] for the same
     /// configuration.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        for (name, p) in self.model.params_mut() {
-            p.assign(ckpt.param(&name)?)?;
-        }
+        ckpt.restore_params(&mut self.model)?;
         self.opt.load_state_tensors(&ckpt.optim)?;
         self.epoch_rng = ckpt.rng("batches")?;
         self.batches = self.epoch_rng.clone();

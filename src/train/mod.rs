@@ -3,6 +3,7 @@
 
 pub mod dino;
 pub mod fprnn;
+pub mod guard;
 pub mod mlp;
 
 pub use dino::{DinoConfig, DinoHooks, DinoReport, train_dino};

@@ -1,0 +1,53 @@
+//! The divergence guard of every training loop: after the backward pass and before the
+//! optimiser step, a NaN or infinite loss or gradient stops the run with
+//! [`Error::Diverged`] naming the step and the first parameter affected. The step is
+//! not applied and no checkpoint is written, so the last good checkpoint stays intact.
+
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use crate::run::faults;
+
+/// The first parameter of `model` (in its order) whose value or gradient is not finite,
+/// and which of the two.
+pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
+    for (name, p) in model.params() {
+        if p.contiguous_data().iter().any(|v| !v.is_finite()) {
+            return Some((name, "value"));
+        }
+        if let Some(g) = p.grad()
+            && g.contiguous_data().iter().any(|v| !v.is_finite())
+        {
+            return Some((name, "gradient"));
+        }
+    }
+    None
+}
+
+/// Check step `step` (1-based) after its backward pass: `loss` and every parameter's
+/// value and gradient must be finite. Applies the injected `nan-loss` / `nan-grad`
+/// faults of [`faults`] first.
+pub fn check_step(step: u64, loss: f32, model: &dyn Module) -> Result<()> {
+    let loss = if faults::armed("nan-loss", step) { f32::NAN } else { loss };
+    if faults::armed("nan-grad", step)
+        && let Some((_, p)) = model.params().into_iter().next()
+    {
+        let g = crate::Tensor::full(p.shape().to_vec(), f32::NAN);
+        p.set_grad(Some(g))?;
+    }
+    let bad = first_non_finite(model);
+    if !loss.is_finite() {
+        return Err(Error::Diverged {
+            step,
+            what: format!("the loss is {loss}"),
+            param: bad.map(|(n, k)| format!("{n} ({k})")),
+        });
+    }
+    match bad {
+        Some((name, kind)) => Err(Error::Diverged {
+            step,
+            what: format!("a {kind} is not finite"),
+            param: Some(format!("{name} ({kind})")),
+        }),
+        None => Ok(()),
+    }
+}
