@@ -42,6 +42,15 @@ pub enum Error {
     /// A data file is truncated, corrupt or not what it claims to be (names the file
     /// and the byte offset).
     Data(crate::data::DataError),
+    /// Operands of one op live on different devices (move one with `to_device`).
+    DeviceMismatch { op: &'static str, lhs: crate::Device, rhs: crate::Device },
+    /// The op has no kernel for this device (nothing is copied behind the caller's back).
+    Unsupported { op: &'static str, device: crate::Device },
+    /// No GPU could be used: the build lacks the `gpu` feature or no adapter was found
+    /// (the message says what was looked for).
+    GpuUnavailable { message: String },
+    /// The GPU driver or wgpu reported an error (validation, out of memory, readback).
+    Gpu { op: &'static str, message: String },
     /// Training produced a NaN or an infinity: the step (1-based, as in metrics and
     /// checkpoint names), what was not finite, and the first parameter affected.
     Diverged { step: u64, what: String, param: Option<String> },
@@ -101,6 +110,14 @@ impl fmt::Display for Error {
             }
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Data(e) => write!(f, "{e}"),
+            Error::DeviceMismatch { op, lhs, rhs } => {
+                write!(f, "{op}: operands live on different devices ({lhs} and {rhs}); move one with to_device")
+            }
+            Error::Unsupported { op, device } => {
+                write!(f, "{op}: no {device} kernel (move the operands with to_device(Device::Cpu))")
+            }
+            Error::GpuUnavailable { message } => write!(f, "no GPU: {message}"),
+            Error::Gpu { op, message } => write!(f, "{op}: GPU error: {message}"),
             Error::Diverged { step, what, param } => {
                 write!(f, "diverged at step {step}: {what}")?;
                 match param {

@@ -15,6 +15,23 @@
 // Kernels index several parallel slices by one loop variable; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 
+/// Call a `crate::gpu` kernel function (`on_gpu!(op, elementwise::binary(..))`): with the
+/// `gpu` feature, the call; without it, an `Error::Unsupported` for `op` (unreachable in
+/// practice: no tensor can live on the GPU then). Keeps each op's device hook one line.
+#[cfg(feature = "gpu")]
+macro_rules! on_gpu {
+    ($op:expr, $($call:tt)*) => {{
+        let _op: &'static str = $op;
+        crate::gpu::$($call)*
+    }};
+}
+#[cfg(not(feature = "gpu"))]
+macro_rules! on_gpu {
+    ($op:expr, $($call:tt)*) => {
+        Err::<_, crate::Error>(crate::Error::Unsupported { op: $op, device: crate::Device::Gpu })
+    };
+}
+
 pub mod autograd;
 pub mod bench;
 pub mod cpu;
@@ -22,6 +39,8 @@ pub mod data;
 pub mod dino;
 pub mod error;
 pub mod fpr;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod init;
 pub mod layout;
 pub mod nn;

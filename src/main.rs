@@ -40,6 +40,10 @@ struct Cli {
     /// bit-identical for every thread count.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Where the heavy kernels run: cpu, or gpu (needs a build with `--features gpu`
+    /// and a wgpu adapter; see the README's GPU section for what runs there).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: fixpoint::Device,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +100,25 @@ enum BenchCommand {
     /// conv2d forward+backward on the VGG11 layer shapes against the sgemms of each
     /// layer's im2col shape; optionally the VGG11 distillation step (--step-steps).
     Conv(fixpoint::bench::conv::BenchConvArgs),
+    /// GEMM GFLOP/s and scan GB/s on the GPU against the CPU in the same run, with the
+    /// GPU's error relative to the CPU (needs `--features gpu` and a wgpu adapter).
+    Gpu(BenchGpuArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchGpuArgs {
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions per timing (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// GEMM size n (two n×n matrices).
+    #[arg(long, default_value_t = 512)]
+    gemm_n: usize,
+    /// Scan shape B,T,D.
+    #[arg(long, default_value = "8,4096,256")]
+    scan_shape: String,
 }
 
 #[derive(Args, Debug)]
@@ -1518,6 +1541,71 @@ fn cmd_reproduce(a: &ReproduceArgs) -> CliResult<()> {
     Ok(())
 }
 
+#[cfg(feature = "gpu")]
+fn cmd_bench_gpu(a: &BenchGpuArgs) -> CliResult<()> {
+    let dims: Vec<usize> = a
+        .scan_shape
+        .split(',')
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--scan-shape: expected B,T,D, got {:?}", a.scan_shape))?;
+    let [b, t, d] = dims[..] else { return Err(format!("--scan-shape: expected B,T,D, got {:?}", a.scan_shape)) };
+    let opts = fixpoint::gpu::bench::GpuBenchOpts { gemm_n: a.gemm_n, scan_shape: [b, t, d], reps: a.reps.max(1) };
+    let r = fixpoint::gpu::bench::run(&opts).map_err(|e| e.to_string())?;
+    println!("bench gpu: adapter {}; medians of {} repetitions", r.adapter, opts.reps);
+    let n = opts.gemm_n;
+    let line = |what: String, t: &fixpoint::gpu::bench::Timing, unit: &str| {
+        println!(
+            "  {what:<18} cpu {:8.2} ms ({:7.1} {unit})   gpu {:8.2} ms ({:7.1} {unit})   max rel err {:.2e}",
+            t.cpu_s * 1e3,
+            t.cpu_rate(),
+            t.gpu_s * 1e3,
+            t.gpu_rate(),
+            t.max_rel_err
+        )
+    };
+    line(format!("gemm {n}x{n}x{n}:"), &r.gemm, "GFLOP/s");
+    line(format!("scan {b}x{t}x{d}:"), &r.scan, "GB/s");
+    if a.json {
+        println!("{}", r.to_json());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn cmd_bench_gpu(_: &BenchGpuArgs) -> CliResult<()> {
+    Err(no_gpu_build())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn no_gpu_build() -> String {
+    "this build has no GPU support: rebuild with `cargo build --release --features gpu`".into()
+}
+
+/// `--device gpu` for a training job: which jobs have no GPU path and why; the adapter
+/// check comes first, so a missing adapter is reported as such.
+fn check_device(device: fixpoint::Device, command: &Command) -> CliResult<()> {
+    if device == fixpoint::Device::Cpu {
+        return Ok(());
+    }
+    let job = match command {
+        Command::Mlp(_) => "mlp",
+        Command::Dino(_) => "dino",
+        Command::Fprnn(_) => "fprnn",
+        Command::Reproduce(_) => "reproduce",
+        Command::Runs(_) | Command::Bench(_) => return Ok(()),
+    };
+    // No feature, or no adapter: that error, naming what was looked for.
+    fixpoint::Tensor::zeros([1]).to_device(device).map_err(|e| format!("--device gpu: {e}"))?;
+    Err(format!(
+        "--device gpu: the `{job}` job does not run on the GPU yet: its training loop needs ops without GPU \
+         kernels (AdamW, cross_entropy, gradient clipping, the fixed-point solver, data augmentation). \
+         On the GPU today: matmul, elementwise ops, reductions, softmax/log_softmax, layer/rms norm, the \
+         scan and the Householder mixer, through the library (Tensor::to_device, nn::to_device); \
+         `fixpoint bench gpu` measures them"
+    ))
+}
+
 fn cmd_bench_core(a: &BenchCoreArgs) -> CliResult<()> {
     if a.reps == 0 {
         return Err("--reps must be at least 1".into());
@@ -1606,6 +1694,10 @@ fn main() -> ExitCode {
         .or(threads);
     // The whole job runs inside one pool: an op dispatched from outside the pool pays a
     // cross-thread wake-up (15-20 us) every time.
+    if let Err(msg) = check_device(cli.device, &cli.command) {
+        eprintln!("error: {msg}");
+        return ExitCode::FAILURE;
+    }
     let result = fixpoint::cpu::par::with_threads(threads, || match &cli.command {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Dino(a) => cmd_dino(a),
@@ -1618,6 +1710,7 @@ fn main() -> ExitCode {
         Command::Runs(c) => cmd_runs(c),
         Command::Bench(BenchCommand::FixedPoint(a)) => cmd_bench_fixed_point(a),
         Command::Bench(BenchCommand::Conv(a)) => fixpoint::bench::conv::bench_conv_cli(a),
+        Command::Bench(BenchCommand::Gpu(a)) => cmd_bench_gpu(a),
     })
     .and_then(|r| r);
     if fixpoint::profile::enabled() {

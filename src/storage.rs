@@ -1,37 +1,85 @@
-//! Where a tensor's elements live. One variant today; the GPU issue adds `Gpu`
-//! here, and ops dispatch on the variant inside `ops/*`, so call sites do not change.
+//! Where a tensor's elements live: `Cpu` always, `Gpu` with the `gpu` feature. Ops
+//! dispatch on the variant inside `ops/*` (a small hook at the top of each op that has a
+//! GPU kernel), so call sites do not change. Moving between devices is explicit
+//! ([`crate::Tensor::to_device`]); nothing copies behind the caller's back.
 
-/// The device a tensor's storage lives on.
+/// The device a tensor's storage lives on. `Gpu` exists in every build so that
+/// `--device gpu` can be parsed and refused with a clear message when the crate was
+/// built without the `gpu` feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
+    Gpu,
+}
+
+impl Device {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Device, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu),
+            _ => Err(format!("unknown device {s:?} (expected cpu or gpu)")),
+        }
+    }
 }
 
 /// Element storage, shared between views by `Arc` and copied on write.
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(Vec<f32>),
+    /// Elements in a GPU buffer (see [`crate::gpu`]).
+    #[cfg(feature = "gpu")]
+    Gpu(crate::gpu::GpuBuffer),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => Device::Gpu,
         }
     }
-    /// The CPU elements (every op today runs on the CPU).
+    /// The CPU elements. Panics for GPU storage: an op without a GPU kernel reached a
+    /// GPU tensor (ops with a `Result` check the device first and return
+    /// `Error::Unsupported`; the message below names the way out).
+    #[track_caller]
     pub fn cpu(&self) -> &[f32] {
         match self {
             Storage::Cpu(v) => v,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => gpu_on_cpu_path(),
         }
     }
+    #[track_caller]
     pub fn cpu_mut(&mut self) -> &mut Vec<f32> {
         match self {
             Storage::Cpu(v) => v,
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => gpu_on_cpu_path(),
         }
     }
     pub fn len(&self) -> usize {
-        self.cpu().len()
+        match self {
+            Storage::Cpu(v) => v.len(),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(b) => b.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -42,8 +90,20 @@ impl Drop for Storage {
     fn drop(&mut self) {
         match self {
             Storage::Cpu(v) => pool::give(std::mem::take(v)),
+            #[cfg(feature = "gpu")]
+            Storage::Gpu(_) => {}
         }
     }
+}
+
+#[cfg(feature = "gpu")]
+#[cold]
+#[track_caller]
+fn gpu_on_cpu_path() -> ! {
+    panic!(
+        "a GPU tensor reached an op that has no GPU kernel (see the README's op coverage table); \
+         move it explicitly with `to_device(Device::Cpu)`"
+    )
 }
 
 /// A buffer of `n` elements whose contents are unspecified (stale values of an earlier

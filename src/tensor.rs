@@ -41,6 +41,24 @@ impl Tensor {
         Tensor { storage: Arc::new(Storage::Cpu(data)), layout: Layout::contiguous(shape), node: None }
     }
 
+    /// Internal constructor from any storage (GPU kernels produce `Storage::Gpu`).
+    pub(crate) fn from_storage(storage: Storage, shape: Shape) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.numel());
+        Tensor { storage: Arc::new(storage), layout: Layout::contiguous(shape), node: None }
+    }
+
+    /// [`Tensor::from_op`] for an output in any storage.
+    pub fn from_storage_op<B: Backward + 'static>(
+        storage: Storage,
+        shape: Shape,
+        inputs: &[&Tensor],
+        make_backward: impl FnOnce() -> B,
+    ) -> Tensor {
+        let mut t = Tensor::from_storage(storage, shape);
+        t.node = Tensor::record(&t.layout.shape, inputs, make_backward);
+        t
+    }
+
     pub fn full(shape: impl Into<Shape>, value: f32) -> Tensor {
         let shape = shape.into();
         Tensor::from_parts(vec![value; shape.numel()], shape)
@@ -115,6 +133,23 @@ impl Tensor {
     pub fn device(&self) -> Device {
         self.storage.device()
     }
+    /// The device shared by all `tensors` (an op's operands), or
+    /// [`Error::DeviceMismatch`] naming `op` and the first two devices that differ.
+    pub(crate) fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {
+        let first = tensors.first().map_or(Device::Cpu, |t| t.device());
+        match tensors.iter().find(|t| t.device() != first) {
+            Some(t) => Err(Error::DeviceMismatch { op, lhs: first, rhs: t.device() }),
+            None => Ok(first),
+        }
+    }
+    /// For ops without a GPU kernel: `Ok` when every operand is on the CPU,
+    /// [`Error::Unsupported`] (or [`Error::DeviceMismatch`]) otherwise. Never copies.
+    pub(crate) fn cpu_only(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+        match Tensor::common_device(op, tensors)? {
+            Device::Cpu => Ok(()),
+            device => Err(Error::Unsupported { op, device }),
+        }
+    }
     pub fn is_contiguous(&self) -> bool {
         self.layout.is_contiguous()
     }
@@ -131,9 +166,19 @@ impl Tensor {
             }
         }
     }
-    /// The elements in row-major order, copied.
+    /// The elements in row-major order, copied (read back from the GPU for a GPU
+    /// tensor, an explicit host copy; panics if the readback fails, see
+    /// [`Tensor::try_to_vec`]).
     pub fn to_vec(&self) -> Vec<f32> {
-        self.contiguous_data().into_owned()
+        self.try_to_vec().unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// [`Tensor::to_vec`] with GPU readback errors returned.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        #[cfg(feature = "gpu")]
+        if self.device() == Device::Gpu {
+            return crate::gpu::to_host(self);
+        }
+        Ok(self.contiguous_data().into_owned())
     }
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
@@ -143,7 +188,7 @@ impl Tensor {
                 message: format!("needs exactly one element but the shape is {}", self.shape_obj()),
             });
         }
-        Ok(self.contiguous_data()[0])
+        Ok(self.try_to_vec()?[0])
     }
 
     // ----- autograd -----------------------------------------------------------------
@@ -217,15 +262,65 @@ impl Tensor {
                 rhs: src.shape_obj().clone(),
             });
         }
+        if self.device() != Device::Cpu {
+            // Stay on this tensor's device (the caller moves `src` if it lives elsewhere).
+            if src.device() != self.device() {
+                return Err(Error::DeviceMismatch { op: "assign", lhs: self.device(), rhs: src.device() });
+            }
+            let c = crate::autograd::no_grad(|| src.contiguous());
+            self.storage = c.storage.clone();
+            self.layout = c.layout.clone();
+            return Ok(());
+        }
         self.storage = Arc::new(Storage::Cpu(src.to_vec()));
         self.layout = Layout::contiguous(self.layout.shape.clone());
         Ok(())
     }
 }
 
+/// Backward of [`Tensor::to_device`]: the gradient moves back to the input's device.
+struct ToDeviceBackward {
+    from: Device,
+}
+
+impl Backward for ToDeviceBackward {
+    fn name(&self) -> &'static str {
+        "to_device"
+    }
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_device(self.from)?)])
+    }
+}
+
+impl Tensor {
+    /// The same values on `device`: the one explicit way to move data between the CPU and
+    /// the GPU (ops never copy across devices themselves; mixed operands are an
+    /// [`Error::DeviceMismatch`]). Differentiable: the gradient moves back. A no-op
+    /// (a cheap clone) when the tensor is already there. Without the `gpu` feature, asking
+    /// for [`Device::Gpu`] is an [`Error::GpuUnavailable`].
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let storage = match device {
+            #[cfg(feature = "gpu")]
+            Device::Gpu => crate::gpu::upload(&self.contiguous_data())?,
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu => {
+                return Err(Error::GpuUnavailable {
+                    message: "this build has no GPU support (rebuild with `--features gpu`)".into(),
+                });
+            }
+            Device::Cpu => Storage::Cpu(self.try_to_vec()?),
+        };
+        let from = self.device();
+        Ok(Tensor::from_storage_op(storage, self.shape_obj().clone(), &[self], || ToDeviceBackward { from }))
+    }
+}
+
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = self.contiguous_data();
+        let data = self.try_to_vec().unwrap_or_default();
         let shown: Vec<f32> = data.iter().take(8).copied().collect();
         write!(f, "Tensor{} {:?}{}", self.shape_obj(), shown, if data.len() > 8 { " .." } else { "" })?;
         if let Some(n) = self.op_name() {

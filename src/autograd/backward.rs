@@ -32,7 +32,7 @@ impl Tensor {
     /// Backpropagate from this tensor with a seed gradient of ones (the usual call on a
     /// scalar loss). Leaf gradients accumulate until [`Tensor::zero_grad`].
     pub fn backward(&self) -> Result<()> {
-        let seed = Tensor::ones(self.shape());
+        let seed = Tensor::ones(self.shape()).to_device(self.device())?;
         self.backward_with(&seed)
     }
 

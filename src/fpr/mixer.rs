@@ -136,6 +136,13 @@ impl Backward for HouseholderBackward {
         "householder"
     }
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if Tensor::common_device("householder backward", &[&self.v, g])? == crate::Device::Gpu {
+            let op = "householder backward";
+            return on_gpu!(
+                op,
+                mixer::householder_backward([&self.u, &self.alpha, &self.v], g, self.scale, self.dims, needs)
+            );
+        }
         let (n, r, d) = self.dims;
         let (u, alpha, v) = (self.u.contiguous_data(), self.alpha.contiguous_data(), self.v.contiguous_data());
         let mut dv = g.contiguous_data().into_owned();
@@ -200,6 +207,21 @@ impl SyncPtr {
 pub fn householder(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
     let _p = crate::profile::fwd("householder");
     let (n, r, d) = householder_dims(u, alpha, v)?;
+    let out = match Tensor::common_device("householder", &[u, alpha, v])? {
+        crate::Device::Cpu => crate::storage::Storage::Cpu(householder_cpu(u, alpha, v, scale, (n, r, d))),
+        crate::Device::Gpu => on_gpu!("householder", mixer::householder(u, alpha, v, scale, (n, r, d)))?,
+    };
+    Ok(Tensor::from_storage_op(out, v.shape_obj().clone(), &[u, alpha, v], || HouseholderBackward {
+        u: u.contiguous().detach(),
+        alpha: alpha.contiguous().detach(),
+        v: v.contiguous().detach(),
+        scale,
+        dims: (n, r, d),
+    }))
+}
+
+/// The forward of [`householder`] on CPU operands.
+fn householder_cpu(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32, (_, r, d): (usize, usize, usize)) -> Vec<f32> {
     let (ud, ad) = (u.contiguous_data(), alpha.contiguous_data());
     let mut out = v.to_vec();
     if d > 0 {
@@ -211,13 +233,7 @@ pub fn householder(u: &Tensor, alpha: &Tensor, v: &Tensor, scale: f32) -> Result
             }
         });
     }
-    Ok(Tensor::from_op(out, v.shape_obj().clone(), &[u, alpha, v], || HouseholderBackward {
-        u: u.contiguous().detach(),
-        alpha: alpha.contiguous().detach(),
-        v: v.contiguous().detach(),
-        scale,
-        dims: (n, r, d),
-    }))
+    out
 }
 
 /// `u` (`r × D`) and `α` (`r`, unscaled) of one row from its pre-activations:

@@ -38,6 +38,18 @@ pub trait Module {
     }
 }
 
+/// Move every parameter of `m` to `device` (explicitly, once, before training): each
+/// becomes a leaf on `device` that requires grad, with the same values. Gradients and
+/// optimiser state are not moved (call it before the first step).
+pub fn to_device(m: &mut dyn Module, device: crate::Device) -> crate::Result<()> {
+    for (_, p) in m.params_mut() {
+        if p.device() != device {
+            *p = p.to_device(device)?.detach().requires_grad_();
+        }
+    }
+    Ok(())
+}
+
 /// Total number of scalar parameters of a module.
 pub fn num_params(m: &dyn Module) -> usize {
     m.params().iter().map(|(_, t)| t.numel()).sum()

@@ -217,6 +217,7 @@ impl Tensor {
     /// # Ok::<(), fixpoint::Error>(())
     /// ```
     pub fn causal_conv1d(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        Tensor::cpu_only("causal_conv1d", &[self, weight])?;
         let _p = crate::profile::fwd("causal_conv1d");
         const OP: &str = "causal_conv1d";
         let &[batch, time, channels] = self.shape() else {

@@ -70,6 +70,7 @@ impl Tensor {
     /// `p == 0` it returns `self` unchanged and draws nothing from `rng`. The gradient is
     /// the mask times `1 / (1 - p)`. `p` outside `[0, 1)` (or NaN) is `InvalidArgument`.
     pub fn dropout(&self, p: f32, rng: &mut Rng, train: bool) -> Result<Tensor> {
+        Tensor::cpu_only("dropout", &[self])?;
         let _p = crate::profile::fwd("dropout");
         if !(0.0..1.0).contains(&p) {
             return Err(Error::InvalidArgument { op: "dropout", message: format!("p must be in [0, 1), got {p}") });

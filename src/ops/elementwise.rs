@@ -267,6 +267,10 @@ impl Backward for UnaryBackward {
         self.op.name()
     }
     fn backward(&self, grad: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        #[cfg(feature = "gpu")]
+        if grad.device() == crate::Device::Gpu {
+            return Ok(vec![Some(crate::gpu::elementwise::unary_backward(self.op, self.saved.as_ref(), grad)?)]);
+        }
         let g = grad.contiguous_data();
         let mut out = crate::storage::buffer(g.len());
         let saved = self.saved.as_ref().map(|s| s.contiguous_data());
@@ -286,6 +290,20 @@ impl Tensor {
     /// Apply a unary op (the named methods below are shorthands).
     pub fn unary(&self, op: Unary) -> Tensor {
         let _p = crate::profile::fwd(op.name());
+        #[cfg(feature = "gpu")]
+        if self.device() == crate::Device::Gpu {
+            // Infallible signature: a GPU error here (out of memory, lost device) panics
+            // with the typed error's message.
+            let out = crate::gpu::elementwise::unary(op, self).unwrap_or_else(|e| panic!("{e}"));
+            let mut y = Tensor::from_storage(out, self.shape_obj().clone());
+            let saved = match op.saves() {
+                Saves::Nothing => None,
+                Saves::Input => Some(self.detach()),
+                Saves::Output => Some(y.detach()),
+            };
+            y.node = Tensor::record(y.shape_obj(), &[self], || UnaryBackward { op, saved });
+            return y;
+        }
         let x = self.contiguous_data();
         let mut out = crate::storage::buffer(x.len());
         let ch = par::ELEMWISE_CHUNK;
@@ -550,12 +568,15 @@ impl Tensor {
     pub fn binary(&self, rhs: &Tensor, op: Binary) -> Result<Tensor> {
         let _p = crate::profile::fwd(op.name());
         let shape = broadcast_shape(op.name(), self.shape_obj(), rhs.shape_obj())?;
-        let out = binary_kernel(self, rhs, &shape, op)?;
+        let out = match Tensor::common_device(op.name(), &[self, rhs])? {
+            crate::Device::Cpu => crate::storage::Storage::Cpu(binary_kernel(self, rhs, &shape, op)?),
+            crate::Device::Gpu => on_gpu!(op.name(), elementwise::binary(op, self, rhs, &shape))?,
+        };
         if !op.differentiable() {
-            return Ok(Tensor::from_parts(out, shape));
+            return Ok(Tensor::from_storage(out, shape));
         }
         let (need_l, need_r) = (self.requires_grad(), rhs.requires_grad());
-        Ok(Tensor::from_op(out, shape, &[self, rhs], || {
+        Ok(Tensor::from_storage_op(out, shape, &[self, rhs], || {
             let (keep_l, keep_r) = match op {
                 Binary::Mul => (need_r, need_l),
                 Binary::Div => (need_r, true),

@@ -246,7 +246,15 @@ fn from_op_keeping_output<B: Backward + 'static>(
     inputs: &[&Tensor],
     make_backward: impl FnOnce(Tensor) -> B,
 ) -> Tensor {
-    let mut y = Tensor::from_parts(data, shape);
+    keeping_output(Tensor::from_parts(data, shape), inputs, make_backward)
+}
+
+/// [`from_op_keeping_output`] for an output tensor already made (on any device).
+fn keeping_output<B: Backward + 'static>(
+    mut y: Tensor,
+    inputs: &[&Tensor],
+    make_backward: impl FnOnce(Tensor) -> B,
+) -> Tensor {
     if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
         let rule = make_backward(y.detach());
         let parents = inputs.iter().map(|t| t.node.clone()).collect();
@@ -278,6 +286,9 @@ impl Backward for SoftmaxBackward {
         if self.log { "log_softmax" } else { "softmax" }
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if Tensor::common_device(self.name(), &[&self.out, g])? == crate::Device::Gpu {
+            return Ok(vec![Some(on_gpu!(self.name(), fused::softmax_backward(&self.out, g, self.axis, self.log))?)]);
+        }
         let n = self.out.shape()[self.axis];
         let y = rows_along(&self.out, self.axis);
         let g = rows_along(g, self.axis);
@@ -295,6 +306,10 @@ impl Backward for SoftmaxBackward {
 impl Tensor {
     fn softmax_impl(&self, op: &'static str, axis: isize, log: bool) -> Result<Tensor> {
         let (ax, n) = nonempty_axis(self, op, axis)?;
+        if self.device() == crate::Device::Gpu {
+            let y = on_gpu!(op, fused::softmax(self, ax, log))?;
+            return Ok(keeping_output(y, &[self], |out| SoftmaxBackward { out, axis: ax, log }));
+        }
         let x = rows_along(self, ax);
         let _p = crate::profile::fwd(op);
         let mut y = crate::storage::buffer(x.len());
@@ -441,6 +456,7 @@ impl Tensor {
     /// a target ≥ C that is not the ignore index is `Index`; ε outside [0, 1] is
     /// `InvalidArgument`; C = 0 is `Empty`; rank 0 is `Axis`.
     pub fn cross_entropy(&self, targets: &[usize], opts: CrossEntropyOpts) -> Result<Tensor> {
+        Tensor::cpu_only("cross_entropy", &[self])?;
         let _p = crate::profile::fwd("cross_entropy");
         const OP: &str = "cross_entropy";
         let (ax, c) = nonempty_axis(self, OP, -1)?;
@@ -741,6 +757,10 @@ impl Tensor {
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(Error::InvalidArgument { op, message: format!("eps must be finite and >= 0, got {eps}") });
         }
+        let operands: Vec<&Tensor> = [Some(self), weight, bias].into_iter().flatten().collect();
+        if Tensor::common_device(op, &operands)? == crate::Device::Gpu {
+            return on_gpu!(op, fused::norm(self, center, weight, bias, eps));
+        }
         let x = self.contiguous_data();
         let w = weight.map(|w| w.contiguous_data());
         let b = bias.map(|b| b.contiguous_data());
@@ -862,6 +882,9 @@ impl Tensor {
         let (ax, n) = nonempty_axis(self, OP, axis)?;
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(Error::InvalidArgument { op: OP, message: format!("eps must be finite and >= 0, got {eps}") });
+        }
+        if self.device() == crate::Device::Gpu {
+            return on_gpu!(OP, fused::l2_normalize(self, ax, eps));
         }
         let x = rows_along(self, ax);
         let rows = x.len() / n;

@@ -198,6 +198,7 @@ fn first<'a>(op: &'static str, tensors: &[&'a Tensor]) -> Result<&'a Tensor> {
 impl Tensor {
     /// Join tensors along an existing `axis`; every other axis must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        Tensor::cpu_only("concat", tensors)?;
         let _p = crate::profile::fwd("concat");
         let op = "concat";
         let t0 = first(op, tensors)?;
@@ -266,6 +267,7 @@ impl Tensor {
     /// The slices `indices[j]` along `axis`, in that order (repeats allowed): the
     /// output has `indices.len()` entries along `axis`. The gradient scatter-adds.
     pub fn index_select(&self, axis: isize, indices: &[usize]) -> Result<Tensor> {
+        Tensor::cpu_only("index_select", &[self])?;
         let _p = crate::profile::fwd("index_select");
         let op = "index_select";
         let axis = self.shape_obj().axis(op, axis)?;
@@ -290,6 +292,7 @@ impl Tensor {
     /// `ids_shape`): the output is `[..ids_shape, dim]`. The gradient scatter-adds into
     /// the picked rows.
     pub fn embedding(&self, ids: &[usize], ids_shape: &[usize]) -> Result<Tensor> {
+        Tensor::cpu_only("embedding", &[self])?;
         let _p = crate::profile::fwd("embedding");
         let op = "embedding";
         if self.rank() != 2 {
@@ -339,6 +342,7 @@ impl Tensor {
     /// input, `out[i][j][k] = self[i][index[i][j][k]][k]`. The output has `index_shape`;
     /// the gradient scatter-adds (repeated picks accumulate).
     pub fn gather(&self, axis: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
+        Tensor::cpu_only("gather", &[self])?;
         let _p = crate::profile::fwd("gather");
         let op = "gather";
         let axis = self.shape_obj().axis(op, axis)?;
@@ -383,6 +387,7 @@ impl Tensor {
     /// Positive `k` moves elements to higher indices (`shift(1)` along time gives each
     /// step the previous token); `|k| >= size` gives zeros.
     pub fn shift(&self, axis: isize, k: isize) -> Result<Tensor> {
+        Tensor::cpu_only("shift", &[self])?;
         let _p = crate::profile::fwd("shift");
         let axis = self.shape_obj().axis("shift", axis)?;
         let dims = self.shape();
@@ -440,6 +445,7 @@ impl Tensor {
     /// `cond` is a 0/1 mask and gets no gradient; `a` and `b` get the gradient where
     /// they were picked, summed back to their shapes.
     pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Tensor::cpu_only("where", &[cond, a, b])?;
         let _p = crate::profile::fwd("where");
         let op = "where";
         let shape = broadcast_shape(op, &broadcast_shape(op, cond.shape_obj(), a.shape_obj())?, b.shape_obj())?;
@@ -458,6 +464,7 @@ impl Tensor {
 
     /// `value` where `mask != 0`, else `self`; `mask` broadcasts to `self`'s shape.
     pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Tensor> {
+        Tensor::cpu_only("masked_fill", &[self, mask])?;
         let _p = crate::profile::fwd("masked_fill");
         let op = "masked_fill";
         let shape = self.shape_obj();

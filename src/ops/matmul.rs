@@ -7,7 +7,9 @@ use crate::autograd::Backward;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::shape::{Shape, broadcast_shape};
+use crate::storage::{Device, Storage};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// Whether a gemm overwrites its output or adds to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,7 +218,7 @@ fn batched_gemm(
 }
 
 /// `lhs · rhs` with the batch of the result reduced (summed) to `out_shape`'s batch.
-fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[usize]) -> Result<(Vec<f32>, Shape)> {
+fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[usize]) -> Result<(Storage, Shape)> {
     let (ls, rs) = (lhs.shape(), rhs.shape());
     let err = |detail: String| Error::MatMul { op, lhs: lhs.shape_obj().clone(), rhs: rhs.shape_obj().clone(), detail };
     if ls.len() < 2 || rs.len() < 2 {
@@ -234,6 +236,12 @@ fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[
     let l = lhs.layout.broadcast_to(op, &full([m, k]))?;
     let r = rhs.layout.broadcast_to(op, &full([k, n]))?;
     let out_shape = Shape(out_batch.iter().copied().chain([m, n]).collect());
+    if Tensor::common_device(op, &[lhs, rhs])? == Device::Gpu {
+        // The full batched product, then summed down to the output's batch.
+        let full_t = Tensor::from_storage(on_gpu!(op, gemm::batched(lhs, &l, rhs, &r, batch.dims()))?, full([m, n]));
+        let out = full_t.sum_to(&out_shape)?.contiguous();
+        return Ok((Arc::unwrap_or_clone(out.storage.clone()), out_shape));
+    }
     let out_layout = Layout::contiguous(out_shape.clone()).broadcast_to(op, &full([m, n]))?;
     // Outputs shared across a broadcast batch accumulate (need zeros); others are
     // overwritten by sgemm with beta = 0.
@@ -241,7 +249,7 @@ fn matmul_into_shape(op: &'static str, lhs: &Tensor, rhs: &Tensor, out_batch: &[
     let mut out =
         if accumulates { crate::storage::zeroed(out_shape.numel()) } else { crate::storage::buffer(out_shape.numel()) };
     batched_gemm(lhs, &l, rhs, &r, batch.dims(), &mut out, &out_layout);
-    Ok((out, out_shape))
+    Ok((Storage::Cpu(out), out_shape))
 }
 
 struct MatMulBackward {
@@ -260,14 +268,14 @@ impl Backward for MatMulBackward {
         let ga = if needs[0] {
             let rhs_t = self.rhs.as_ref().expect("rhs saved").t()?;
             let (d, s) = matmul_into_shape("matmul backward", g, &rhs_t, &batch_of(&self.lhs_shape))?;
-            Some(Tensor::from_parts(d, s))
+            Some(Tensor::from_storage(d, s))
         } else {
             None
         };
         let gb = if needs[1] {
             let lhs_t = self.lhs.as_ref().expect("lhs saved").t()?;
             let (d, s) = matmul_into_shape("matmul backward", &lhs_t, g, &batch_of(&self.rhs_shape))?;
-            Some(Tensor::from_parts(d, s))
+            Some(Tensor::from_storage(d, s))
         } else {
             None
         };
@@ -294,7 +302,7 @@ impl Tensor {
         };
         let (out, shape) = matmul_into_shape("matmul", self, rhs, &batch)?;
         let (need_l, need_r) = (self.requires_grad(), rhs.requires_grad());
-        Ok(Tensor::from_op(out, shape, &[self, rhs], || MatMulBackward {
+        Ok(Tensor::from_storage_op(out, shape, &[self, rhs], || MatMulBackward {
             lhs: need_r.then(|| self.detach()),
             rhs: need_l.then(|| rhs.detach()),
             lhs_shape: self.shape_obj().clone(),

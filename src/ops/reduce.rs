@@ -6,6 +6,7 @@ use crate::autograd::Backward;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::shape::Shape;
+use crate::storage::{Device, Storage};
 use crate::tensor::Tensor;
 use std::borrow::Cow;
 
@@ -147,8 +148,11 @@ impl Tensor {
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let _p = crate::profile::fwd("sum");
         let p = plan(self, "sum", axes, keepdim)?;
-        let out = sum_kernel(self, &p.axes);
-        Ok(Tensor::from_op(out, p.out_shape, &[self], || SumBackward {
+        let out = match self.device() {
+            Device::Cpu => Storage::Cpu(sum_kernel(self, &p.axes)),
+            Device::Gpu => on_gpu!("sum", reduce::reduce(self, &p.axes, crate::gpu::reduce::Reduce::Sum, 1.0))?,
+        };
+        Ok(Tensor::from_storage_op(out, p.out_shape, &[self], || SumBackward {
             input_shape: self.shape_obj().clone(),
             keep_shape: p.keep_shape,
             scale: 1.0,
@@ -165,8 +169,11 @@ impl Tensor {
         ensure_nonempty(self, "mean", &p)?;
         let n: usize = p.axes.iter().map(|&a| self.shape()[a]).product();
         let scale = 1.0 / n as f32;
-        let out: Vec<f32> = sum_kernel(self, &p.axes).into_iter().map(|s| s * scale).collect();
-        Ok(Tensor::from_op(out, p.out_shape, &[self], || SumBackward {
+        let out = match self.device() {
+            Device::Cpu => Storage::Cpu(sum_kernel(self, &p.axes).into_iter().map(|s| s * scale).collect()),
+            Device::Gpu => on_gpu!("mean", reduce::reduce(self, &p.axes, crate::gpu::reduce::Reduce::Sum, scale))?,
+        };
+        Ok(Tensor::from_storage_op(out, p.out_shape, &[self], || SumBackward {
             input_shape: self.shape_obj().clone(),
             keep_shape: p.keep_shape,
             scale,
@@ -285,6 +292,25 @@ impl Tensor {
         let _p = crate::profile::fwd(op);
         let p = plan(self, op, axes, keepdim)?;
         ensure_nonempty(self, op, &p)?;
+        if self.device() == Device::Gpu {
+            // Forward only on the GPU: the backward needs the picked positions.
+            if self.requires_grad() && crate::autograd::is_grad_enabled() {
+                return Err(Error::Unsupported {
+                    op: if max { "max backward" } else { "min backward" },
+                    device: Device::Gpu,
+                });
+            }
+            let out = on_gpu!(
+                op,
+                reduce::reduce(
+                    self,
+                    &p.axes,
+                    if max { crate::gpu::reduce::Reduce::Max } else { crate::gpu::reduce::Reduce::Min },
+                    1.0
+                )
+            )?;
+            return Ok(Tensor::from_storage(out, p.out_shape));
+        }
         let r = rows(self, &p.axes);
         let picks: Vec<usize> = map_rows(&r.data, r.inner, |row| arg_extreme(row, max));
         let out = picks.iter().enumerate().map(|(i, &k)| r.data[i * r.inner + k]).collect();
@@ -308,6 +334,7 @@ impl Tensor {
     }
     /// Index of the first maximum along `axis`.
     pub fn argmax_indices(&self, axis: isize) -> Result<Vec<usize>> {
+        Tensor::cpu_only("argmax", &[self])?;
         let p = plan(self, "argmax", &[axis], false)?;
         ensure_nonempty(self, "argmax", &p)?;
         let r = rows(self, &p.axes);
@@ -343,6 +370,7 @@ impl Backward for LogSumExpBackward {
 impl Tensor {
     /// `log(sum(exp(x)))` over `axes`, computed stably (max subtracted first).
     pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        Tensor::cpu_only("logsumexp", &[self])?;
         let _p = crate::profile::fwd("logsumexp");
         let p = plan(self, "logsumexp", axes, keepdim)?;
         ensure_nonempty(self, "logsumexp", &p)?;
@@ -388,6 +416,7 @@ impl Tensor {
     /// Variance over `axes` with `correction` subtracted from the count in the
     /// denominator (0: population variance, 1: unbiased sample variance).
     pub fn var(&self, axes: &[isize], keepdim: bool, correction: usize) -> Result<Tensor> {
+        Tensor::cpu_only("var", &[self])?;
         let _p = crate::profile::fwd("var");
         let p = plan(self, "var", axes, keepdim)?;
         ensure_nonempty(self, "var", &p)?;

@@ -61,7 +61,7 @@ impl ScanSpec {
     pub fn numel(&self) -> usize {
         self.batch * self.time * self.channels
     }
-    fn shape(&self) -> Shape {
+    pub(crate) fn shape(&self) -> Shape {
         Shape::new([self.batch, self.time, self.channels])
     }
     /// Offset of the row that batch `b` processes at step `f` (steps count in the
@@ -1232,6 +1232,9 @@ impl Backward for ScanBackward {
     }
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let spec = &self.spec;
+        if Tensor::common_device("scan backward", &[&self.a, g])? == crate::Device::Gpu {
+            return on_gpu!("scan backward", scan::scan_backward(spec, [&self.a, &self.h], self.h0.as_ref(), g, needs));
+        }
         let (dh, a, h) = (g.contiguous_data(), self.a.contiguous_data(), self.h.contiguous_data());
         let h0 = self.h0.as_ref().map(|t| t.contiguous_data());
         let mut du = vec![0.0f32; spec.numel()];
@@ -1291,27 +1294,40 @@ impl Tensor {
     /// ```
     pub fn scan(&self, u: &Tensor, h0: Option<&Tensor>, opts: ScanOptions) -> Result<Tensor> {
         let spec = scan_spec(self, u, h0)?.reversed(opts.reverse);
+        let inputs: Vec<&Tensor> = [Some(self), Some(u), h0].into_iter().flatten().collect();
+        if Tensor::common_device("scan", &inputs)? == crate::Device::Gpu {
+            let out = Tensor::from_storage(on_gpu!("scan", scan::scan(self, u, h0, &spec))?, spec.shape());
+            return Ok(record_scan(out, spec, opts.kernel, &inputs, || (self.detach(), h0.map(Tensor::detach))));
+        }
         let (a_data, u_data) = (self.contiguous_data(), u.contiguous_data());
         let h0_data = h0.map(|t| t.contiguous_data());
         let mut h = vec![0.0f32; spec.numel()];
         scan_forward(opts.kernel, &spec, &a_data, &u_data, h0_data.as_deref(), &mut h)?;
-        let mut out = Tensor::from_parts(h, spec.shape());
-        let inputs: Vec<&Tensor> = [Some(self), Some(u), h0].into_iter().flatten().collect();
-        if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
-            let saved = |t: &Tensor, data: &[f32]| {
-                if t.is_contiguous() { t.detach() } else { Tensor::from_parts(data.to_vec(), t.shape_obj().clone()) }
-            };
-            let backward = ScanBackward {
-                spec,
-                kernel: opts.kernel,
-                a: saved(self, &a_data),
-                h: out.detach(),
-                h0: h0.zip(h0_data.as_deref()).map(|(t, d)| saved(t, d)),
-            };
-            out.node = Tensor::record(&spec.shape(), &inputs, || backward);
-        }
-        Ok(out)
+        let saved = |t: &Tensor, data: &[f32]| {
+            if t.is_contiguous() { t.detach() } else { Tensor::from_parts(data.to_vec(), t.shape_obj().clone()) }
+        };
+        let out = Tensor::from_parts(h, spec.shape());
+        Ok(record_scan(out, spec, opts.kernel, &inputs, || {
+            (saved(self, &a_data), h0.zip(h0_data.as_deref()).map(|(t, d)| saved(t, d)))
+        }))
     }
+}
+
+/// Attach the scan's backward rule to its output `out` when recording; `saved` gives
+/// the `a` and `h0` the rule keeps.
+fn record_scan(
+    mut out: Tensor,
+    spec: ScanSpec,
+    kernel: ScanKernel,
+    inputs: &[&Tensor],
+    saved: impl FnOnce() -> (Tensor, Option<Tensor>),
+) -> Tensor {
+    if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+        let (a, h0) = saved();
+        let backward = ScanBackward { spec, kernel, a, h: out.detach(), h0 };
+        out.node = Tensor::record(&spec.shape(), inputs, || backward);
+    }
+    out
 }
 
 /// `a.scan(u, h0, opts)` as a free function.

@@ -42,6 +42,9 @@ impl Backward for NarrowBackward {
         "narrow"
     }
     fn backward(&self, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if g.device() != crate::Device::Cpu {
+            return Err(Error::Unsupported { op: "narrow backward", device: g.device() });
+        }
         // Scatter the gradient into zeros of the input's shape.
         let mut buf = vec![0.0; self.input_shape.numel()];
         let len = g.shape()[self.axis];
@@ -87,8 +90,8 @@ impl Tensor {
             return Ok(self.view_op(l, || ReshapeBackward { input_shape }));
         }
         let _p = crate::profile::fwd("reshape_copy");
-        let data = self.to_vec();
-        Ok(Tensor::from_op(data, to, &[self], || ReshapeBackward { input_shape }))
+        let data = self.copy_storage("reshape")?;
+        Ok(Tensor::from_storage_op(data, to, &[self], || ReshapeBackward { input_shape }))
     }
     /// Merge all axes into one.
     pub fn flatten_all(&self) -> Result<Tensor> {
@@ -169,7 +172,17 @@ impl Tensor {
             return self.clone();
         }
         let _p = crate::profile::fwd("contiguous");
-        Tensor::from_op(self.to_vec(), self.shape_obj().clone(), &[self], || IdentityBackward("contiguous"))
+        // Infallible signature: a GPU error (out of memory) panics with its message.
+        let data = self.copy_storage("contiguous").unwrap_or_else(|e| panic!("{e}"));
+        Tensor::from_storage_op(data, self.shape_obj().clone(), &[self], || IdentityBackward("contiguous"))
+    }
+
+    /// The elements in row-major order, in a new storage on this tensor's device.
+    fn copy_storage(&self, op: &'static str) -> Result<crate::storage::Storage> {
+        match self.device() {
+            crate::Device::Cpu => Ok(crate::storage::Storage::Cpu(self.to_vec())),
+            crate::Device::Gpu => on_gpu!(op, elementwise::copy(self)),
+        }
     }
 }
 
