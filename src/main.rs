@@ -1593,6 +1593,8 @@ fn check_device(device: fixpoint::Device, command: &Command) -> CliResult<()> {
         Command::Dino(_) => "dino",
         Command::Fprnn(_) => "fprnn",
         Command::Reproduce(_) => "reproduce",
+        Command::Tickets(_) => "tickets",
+        Command::Lmc(_) => "lmc",
         Command::Runs(_) | Command::Bench(_) => return Ok(()),
     };
     // No feature, or no adapter: that error, naming what was looked for.
