@@ -428,6 +428,10 @@ struct FprnnArgs {
     /// Solver iteration cap in training (evaluation uses 4·T).
     #[arg(long)]
     lmax: Option<usize>,
+    /// How the training cap is drawn per batch (§8.3): fixed (--lmax), paper (ceil Γ(4, 1))
+    /// or code (ceil Γ(4, T/16 + 1)).
+    #[arg(long)]
+    lmax_dist: Option<String>,
     /// Training length: group elements (word problems), longest string (copy), longest
     /// sequence (arith).
     #[arg(long)]
@@ -825,6 +829,9 @@ fn fprnn_config(a: &FprnnArgs) -> CliResult<FprnnConfig> {
     a.optim.apply(&mut c.lr, &mut c.final_lr, &mut c.warmup, &mut c.weight_decay, &mut c.clip);
     if let Some(v) = a.lmax {
         c.lmax = v;
+    }
+    if let Some(v) = &a.lmax_dist {
+        c.lmax_dist = fixpoint::train::fprnn::LmaxDist::parse(v).map_err(|e| e.to_string())?;
     }
     if let Some(v) = &a.eval_lengths {
         c.eval_lengths = v.clone();

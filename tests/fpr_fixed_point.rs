@@ -82,14 +82,26 @@ fn check_case(b: usize, t: usize, d: usize, r: usize, state: bool, seed: u64) ->
     if rho >= 0.9 {
         return None;
     }
+    let scale = want.iter().map(|w| w.abs()).fold(1.0f64, f64::max);
+    // Conditioning: with a state-dependent Q the recurrence is non-linear and ρ < 0.9 of
+    // its linear part does not bound how much it amplifies rounding. Perturb the input
+    // by 1e-6 relative (a few f32 ulps) and move on when the exact (f64) solution moves
+    // by more than 1e-5 relative: no f32 solver can be asked to agree with the oracle
+    // better than the problem's own sensitivity to f32-sized changes of its inputs.
+    let mut nudged = p.clone();
+    nudged.bx.iter_mut().for_each(|v| *v *= 1.0 + 1e-6);
+    let (moved, _) = nudged.dense_oracle(false);
+    let sensitivity = moved.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max) / scale;
+    if sensitivity > 1e-5 {
+        return None;
+    }
     let core = p.core();
     let (cfg, run) = tight_solver();
     let (h, stats) = core.solve(&cfg, &run, None).unwrap();
-    let (err, mx) = max_err(&h, &want);
-    let scale = mx.max(1.0);
+    let (err, _) = max_err(&h, &want);
     assert!(
         err <= PARALLEL_BOUND * scale,
-        "B {b} T {t} D {d} r {r} state {state}: parallel fixed point off by {err:e} (max |h| {mx}, {} iterations, residual {:?})",
+        "B {b} T {t} D {d} r {r} state {state}: parallel fixed point off by {err:e} (max |h| {scale}, {} iterations, residual {:?})",
         stats.iterations,
         stats.residual
     );
@@ -102,16 +114,20 @@ fn check_case(b: usize, t: usize, d: usize, r: usize, state: bool, seed: u64) ->
 #[test]
 fn fixed_cases_with_odd_sizes() {
     let mut worst = (0.0f64, 0.0f64, 0usize);
+    let mut checked = 0;
     for (i, &(b, t, d, r)) in
         [(1, 1, 1, 1), (2, 7, 5, 2), (1, 300, 8, 3), (3, 65, 64, 1), (2, 63, 17, 4), (1, 300, 64, 2)].iter().enumerate()
     {
         for state in [false, true] {
             if let Some((e, es, it)) = check_case(b, t, d, r, state, 100 + i as u64) {
                 worst = (worst.0.max(e), worst.1.max(es), worst.2.max(it));
+                checked += 1;
             }
         }
     }
     println!("worst relative error: parallel {:e}, dense-seq {:e}; most iterations {}", worst.0, worst.1, worst.2);
+    // The ρ and conditioning filters must leave most of the 12 cases to check.
+    assert!(checked >= 9, "only {checked} of 12 cases were well-conditioned enough to check");
 }
 
 proptest! {

@@ -34,6 +34,15 @@ fn fprnn_stopped_off_the_validation_grid_resumes_bit_for_bit() {
 }
 
 #[test]
+fn fprnn_with_a_random_lmax_resumes_bit_for_bit() {
+    // The ℓ_max stream is drawn every batch: a resume that restarted it would change the
+    // solver's caps, hence the losses, after the stop.
+    let mut args = fprnn_args(10);
+    args.extend(["--lmax-dist".to_string(), "code".to_string()]);
+    stopped_then_resumed(&args, "fprnn-lmax", 5, 10);
+}
+
+#[test]
 fn dino_stopped_at_an_epoch_end_and_resumed_equals_a_straight_run() {
     // 4 steps per epoch: stop after epoch 2 of 4.
     stopped_then_resumed(&dino_args(4), "dino", 8, 16);

@@ -19,6 +19,40 @@ use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// How `ℓ_max` is chosen per training batch (spec §8.3; the flag `lmax_dist`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LmaxDist {
+    /// The configured `lmax` on every batch (the default).
+    #[default]
+    Fixed,
+    /// `⌈Γ(4, 1)⌉` per batch (the paper).
+    Paper,
+    /// `⌈Γ(shape 4, scale T_train/16 + 1)⌉` per batch (the reference code).
+    Code,
+}
+
+impl LmaxDist {
+    /// `fixed`, `paper` or `code`.
+    pub fn parse(s: &str) -> Result<LmaxDist> {
+        match s {
+            "fixed" => Ok(LmaxDist::Fixed),
+            "paper" => Ok(LmaxDist::Paper),
+            "code" => Ok(LmaxDist::Code),
+            _ => Err(Error::InvalidArgument {
+                op: "fprnn config",
+                message: format!("unknown --lmax-dist {s:?} (fixed, paper or code)"),
+            }),
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            LmaxDist::Fixed => "fixed",
+            LmaxDist::Paper => "paper",
+            LmaxDist::Code => "code",
+        }
+    }
+}
+
 /// Everything that determines a run. Equal configs give bit-identical losses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FprnnConfig {
@@ -31,6 +65,9 @@ pub struct FprnnConfig {
     pub mixer: Option<MixerKind>,
     /// `hh_alpha_scale` (§8.1): 2 (reference code) or 1 (paper).
     pub alpha_scale: f32,
+    /// How `ℓ_max` is drawn in training (§8.3): `fixed` (`lmax` every batch), `paper`
+    /// (`⌈Γ(4, 1)⌉` per batch) or `code` (`⌈Γ(4, T_train/16 + 1)⌉` per batch).
+    pub lmax_dist: LmaxDist,
     /// Backward mode of every FP layer, or one per layer (§3.1).
     pub backward: Vec<BackwardMode>,
     /// The short depthwise convolutions (§4.2, §4.3).
@@ -82,6 +119,7 @@ impl FprnnConfig {
             rank: 4,
             mixer: None,
             alpha_scale: 2.0,
+            lmax_dist: LmaxDist::Fixed,
             backward: vec![BackwardMode::OneStep],
             short_conv: false,
             bc_y_dependence: true,
@@ -140,7 +178,11 @@ impl FprnnConfig {
         }
         m.seed = self.seed;
         m.solver_seed = self.seed;
-        m.solver.lmax = Lmax::Fixed(self.lmax);
+        m.solver.lmax = match self.lmax_dist {
+            LmaxDist::Fixed => Lmax::Fixed(self.lmax),
+            LmaxDist::Paper => Lmax::Paper,
+            LmaxDist::Code => Lmax::Code { t_train: self.task.train_row_len() },
+        };
         // The arithmetic configs untie the head (§4.1).
         m.tie_embeddings = !matches!(self.task, Task::Arith(_));
         m
@@ -237,6 +279,7 @@ impl FprnnConfig {
             "d_model": self.d_model,
             "d_inner": self.d_inner,
             "lmax": self.lmax,
+            "lmax_dist": self.lmax_dist.name(),
             "eval_lmax": format!("{}*T", self.eval_lmax_factor),
             "steps": self.steps,
             "batch": self.batch,
