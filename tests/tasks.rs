@@ -250,3 +250,17 @@ fn task_names_and_sizes() {
     assert_eq!(Task::parse("a5").unwrap().default_eval_lengths(), vec![2, 4, 8, 12, 16, 20, 24, 32, 40, 50]);
     assert_eq!(*Task::parse("copy").unwrap().default_eval_lengths().last().unwrap(), 100);
 }
+
+/// Names the fuzzer found panicking (a multi-byte first character; a training length
+/// whose row length overflows) are errors or saturate, never panics.
+#[test]
+fn odd_task_names_and_huge_lengths_do_not_panic() {
+    for name in ["\u{e9}5", "\u{9a}a4", "", "a", "z0", "s"] {
+        assert!(Group::parse(name).is_err(), "{name:?}");
+        assert!(Task::parse(name).is_err(), "{name:?}");
+    }
+    let mut t = Task::parse("a4").unwrap();
+    if t.set_train_len(usize::MAX).is_ok() {
+        assert_eq!(t.train_row_len(), usize::MAX, "saturates instead of wrapping");
+    }
+}

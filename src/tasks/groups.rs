@@ -104,7 +104,8 @@ impl Group {
         if s == "parity" {
             return Group::cyclic(2);
         }
-        let (kind, num) = s.split_at(s.len().min(1));
+        // Checked: the first character of a user's name may be several bytes long.
+        let (kind, num) = s.split_at_checked(1).ok_or_else(bad)?;
         let n: usize = num.parse().map_err(|_| bad())?;
         match kind {
             "z" if (1..=1000).contains(&n) => Group::cyclic(n),

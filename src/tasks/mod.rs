@@ -195,8 +195,9 @@ impl Task {
     /// Tokens per training row (for the tokens/s figure).
     pub fn train_row_len(&self) -> usize {
         match self {
-            Task::Word(w) => w.train_len + 1,
-            Task::Copy(c) => c.config().context - 1,
+            // Saturating: a config is asked for its row length before it is validated.
+            Task::Word(w) => w.train_len.saturating_add(1),
+            Task::Copy(c) => c.config().context.saturating_sub(1),
             Task::Arith(a) => a.config().max_len,
         }
     }
