@@ -376,16 +376,7 @@ impl FpRnnBlock {
         let time = shape.dims()[1];
         if self.mixer.is_identity() {
             // F does not depend on h: the recorded step from any state is the fixed point.
-            let stats = SolveStats {
-                iterations: 1,
-                lmax: run.lmax,
-                sample_iterations: vec![1; batch],
-                residual: vec![0.0; batch],
-                last_residual: vec![0.0; batch],
-                stepsize: vec![cfg.stepsize; batch],
-                converged: true,
-            };
-            return Ok((Tensor::zeros(shape), stats));
+            return Ok((Tensor::zeros(shape), SolveStats::exact(batch, cfg, run)));
         }
         no_grad(|| {
             let core = self.core(inp)?;

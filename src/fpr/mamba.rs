@@ -297,16 +297,7 @@ impl FpMambaBlock {
         let shape = inp.x.shape_obj().clone();
         let &[b, t, d] = inp.x.shape() else { unreachable!("prepare makes [B, T, D]") };
         if !self.cfg.iterates() {
-            let stats = SolveStats {
-                iterations: 1,
-                lmax: run.lmax,
-                sample_iterations: vec![1; b],
-                residual: vec![0.0; b],
-                last_residual: vec![0.0; b],
-                stepsize: vec![cfg.stepsize; b],
-                converged: true,
-            };
-            return Ok((Tensor::zeros(shape), stats));
+            return Ok((Tensor::zeros(shape), SolveStats::exact(b, cfg, run)));
         }
         no_grad(|| {
             let inp = inp.detached();

@@ -185,6 +185,19 @@ pub struct SolveStats {
 }
 
 impl SolveStats {
+    /// The statistics of a map that does not depend on its state (`Q ≡ I`): one
+    /// evaluation is the fixed point, for each of `batch` samples.
+    pub fn exact(batch: usize, cfg: &SolverConfig, run: &SolveRun) -> SolveStats {
+        SolveStats {
+            iterations: 1,
+            lmax: run.lmax,
+            sample_iterations: vec![1; batch],
+            residual: vec![0.0; batch],
+            last_residual: vec![0.0; batch],
+            stepsize: vec![cfg.stepsize; batch],
+            converged: true,
+        }
+    }
     /// Median of [`SolveStats::sample_iterations`] (lower middle for even counts).
     pub fn median_iterations(&self) -> usize {
         let mut v = self.sample_iterations.clone();
