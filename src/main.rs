@@ -957,6 +957,15 @@ fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
         "longest length with sequence accuracy > 0.9: {}; crossed 0.9 at step {}",
         summary["longest_len_over_0_9"], summary["crossed_0_9_at_step"]
     );
+    if let Some(split) = t.step_split() {
+        let total: f64 = split.iter().sum();
+        let parts: Vec<String> = fixpoint::train::fprnn::STEP_SPLIT
+            .iter()
+            .zip(split)
+            .map(|(k, v)| format!("{k} {:.1} s ({:.1}%)", v, 100.0 * v / total.max(1e-12)))
+            .collect();
+        println!("training step time split (FIXPOINT_PROFILE): {}", parts.join(", "));
+    }
     let ck = t.save_state(run.checkpoint(step));
     let line = run.finish(&summary, &ck).map_err(e)?;
     if a.json {

@@ -122,3 +122,17 @@ pub fn report() -> String {
     }
     s + &format!("{:<18} {:>4} {:>11.2}\n", "total", "", total * 1e3)
 }
+
+/// Total time recorded so far per group: `classify` maps an op name (forward and
+/// backward rows alike) to a group index below `groups`, or None to leave it out.
+/// Differences of two calls give the time of what ran in between (outermost ops only).
+pub fn group_totals(groups: usize, classify: impl Fn(&str) -> Option<usize>) -> Vec<Duration> {
+    let mut out = vec![Duration::ZERO; groups];
+    let t = TABLE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    for (&(op, _), &(total, _)) in t.iter() {
+        if let Some(g) = classify(op).filter(|&g| g < groups) {
+            out[g] += total;
+        }
+    }
+    out
+}

@@ -315,3 +315,44 @@ fn quick_preset_is_the_issue_s() {
     let m = c.model_config();
     assert_eq!((m.vocab, m.d_inner, m.rank, m.tie_embeddings), (19, 128, 4, true));
 }
+
+/// `FIXPOINT_PROFILE=1` splits the training steps' time into solver, scan, mixer and
+/// rest (`step_split_s` in the summary): the parts add up to the training time, an FP
+/// model spends time in all three named groups, and the diagonal model (no solve, no
+/// mixer) in neither the solver nor the mixer. Without the variable the field is null.
+#[test]
+fn profile_splits_the_training_step() {
+    let run = |model: &str, profile: bool| -> Value {
+        let dir = temp_dir(&format!("split-{model}-{profile}"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["fprnn", "--task", "a4", "--model", model, "--d-model", "16", "--steps", "3", "--batch", "8"])
+            .args(["--warmup", "1", "--eval-lengths", "2", "--eval-count", "2", "--val-every", "0", "--json"])
+            .args(["--threads", "1", "--quiet", "--out"])
+            .arg(&dir)
+            .env_remove("FIXPOINT_PROFILE");
+        if profile {
+            cmd.env("FIXPOINT_PROFILE", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.contains("training step time split"), profile, "{stdout}");
+        std::fs::remove_dir_all(&dir).ok();
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    for model in ["fp-rnn", "diagonal"] {
+        let s = run(model, true);
+        let split = s["step_split_s"].as_object().unwrap_or_else(|| panic!("{model}: no split in {s}"));
+        let part = |k: &str| split[k].as_f64().unwrap();
+        let sum: f64 = ["solver", "scan", "mixer", "rest"].iter().map(|k| part(k)).sum();
+        let train = s["train_s"].as_f64().unwrap();
+        assert!((sum - train).abs() <= 1e-6 * train.max(1.0), "{model}: parts {sum} vs train_s {train}");
+        assert!(part("scan") > 0.0 && part("rest") > 0.0, "{model}: {split:?}");
+        if model == "fp-rnn" {
+            assert!(part("solver") > 0.0 && part("mixer") > 0.0, "{model}: {split:?}");
+        } else {
+            assert_eq!((part("solver"), part("mixer")), (0.0, 0.0), "{model}: {split:?}");
+        }
+    }
+    assert!(run("fp-rnn", false)["step_split_s"].is_null());
+}

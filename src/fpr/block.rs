@@ -338,7 +338,6 @@ impl FpRnnBlock {
 
     /// One step `F(h)` on the graph (differentiable in the inputs, the parameters and `h`).
     pub fn step(&self, inp: &BlockInputs, h: &Tensor) -> Result<Tensor> {
-        let _p = crate::profile::fwd("fp_block_step");
         if h.shape() != inp.bx.shape() {
             return Err(Error::ShapeMismatch {
                 op: "FpRnnBlock::step (h vs [B, T, D])",
@@ -445,7 +444,6 @@ impl FpRnnBlock {
         run: &SolveRun,
         state: Option<&Tensor>,
     ) -> Result<BlockOutput> {
-        let _p = crate::profile::fwd("fp_block");
         let inp = self.prepare(u)?;
         let (h_star, stats) = match state {
             Some(s) => {

@@ -274,7 +274,6 @@ impl FpMambaBlock {
 
     /// One step `F(y)` on the graph.
     pub fn step(&self, inp: &MambaInputs, y: &Tensor) -> Result<Tensor> {
-        let _p = crate::profile::fwd("fp_mamba_step");
         if y.shape() != inp.x.shape() {
             return Err(Error::ShapeMismatch {
                 op: "FpMambaBlock::step (y vs [B, T, D])",
@@ -348,7 +347,6 @@ impl FpMambaBlock {
         run: &SolveRun,
         state: Option<&Tensor>,
     ) -> Result<super::block::BlockOutput> {
-        let _p = crate::profile::fwd("fp_mamba_block");
         let inp = self.prepare(u)?;
         let (y_star, stats) = match state {
             Some(s) => (

@@ -384,7 +384,6 @@ impl FpModel {
         shape: [usize; 2],
         states: Option<&[Tensor]>,
     ) -> Result<ModelOutput> {
-        let _p = crate::profile::fwd("fp_model");
         let [b, t] = shape;
         if tokens.len() != b * t {
             return Err(Error::InvalidArgument {

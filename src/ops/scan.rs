@@ -1293,6 +1293,7 @@ impl Tensor {
     /// # Ok::<(), fixpoint::Error>(())
     /// ```
     pub fn scan(&self, u: &Tensor, h0: Option<&Tensor>, opts: ScanOptions) -> Result<Tensor> {
+        let _p = crate::profile::fwd("scan");
         let spec = scan_spec(self, u, h0)?.reversed(opts.reverse);
         let inputs: Vec<&Tensor> = [Some(self), Some(u), h0].into_iter().flatten().collect();
         if Tensor::common_device("scan", &inputs)? == crate::Device::Gpu {

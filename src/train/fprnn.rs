@@ -391,6 +391,26 @@ pub struct FprnnTrainer {
     crossed: Option<usize>,
     /// Implicit backward: adjoint iterations summed over steps, steps, steps converged.
     adjoint: (f64, usize, usize),
+    /// With `FIXPOINT_PROFILE=1`: seconds of training steps in the solver, the scans,
+    /// the mixer and the rest ([`STEP_SPLIT`]).
+    split: [f64; 4],
+}
+
+/// The groups of [`FprnnTrainer::step_split`].
+pub const STEP_SPLIT: [&str; 4] = ["solver", "scan", "mixer", "rest"];
+
+/// Which [`STEP_SPLIT`] group an op of a training step belongs to (forward and backward):
+/// the off-tape fixed-point solves (and the implicit adjoint solve) are the solver; the
+/// scans on the tape are the scan; the mixer ops (Householder, DPLR, Kronecker, their
+/// pre-activations) are the mixer; everything else (projections, norms, head, loss,
+/// optimiser, data) is the rest.
+fn split_group(op: &str) -> Option<usize> {
+    match op {
+        "fp_solve" | "fp_dense_seq" | "implicit_adjoint" => Some(0),
+        "scan" | "selective_scan" | "lstm_recurrence" => Some(1),
+        _ if ["householder", "mixer", "kron", "dplr"].iter().any(|p| op.starts_with(p)) => Some(2),
+        _ => None,
+    }
 }
 
 impl FprnnTrainer {
@@ -419,6 +439,7 @@ impl FprnnTrainer {
             train_seconds: 0.0,
             crossed: None,
             adjoint: (0.0, 0, 0),
+            split: [0.0; 4],
         })
     }
 
@@ -451,6 +472,11 @@ impl FprnnTrainer {
     pub fn steps_per_s(&self, steps_here: usize) -> f64 {
         steps_here as f64 / self.train_seconds.max(1e-9)
     }
+    /// With `FIXPOINT_PROFILE=1`: seconds of the training steps (in this process) in each
+    /// [`STEP_SPLIT`] group; None when profiling is off.
+    pub fn step_split(&self) -> Option<[f64; 4]> {
+        crate::profile::enabled().then_some(self.split)
+    }
     /// The first validation step at which the held-out sequence accuracy at the
     /// training length reached 0.9.
     pub fn crossed_0_9(&self) -> Option<usize> {
@@ -471,6 +497,7 @@ impl FprnnTrainer {
     /// One optimisation step on a fresh batch.
     pub fn step(&mut self) -> Result<StepInfo> {
         let t0 = Instant::now();
+        let profiled = crate::profile::enabled().then(|| crate::profile::group_totals(3, split_group));
         let batch = self.cfg.task.train_batch(self.cfg.batch, &mut self.data);
         let logits = self.model.forward(&batch.tokens, batch.shape)?;
         let v = self.cfg.task.vocab();
@@ -498,7 +525,16 @@ impl FprnnTrainer {
         }
         self.step += 1;
         self.tokens += (batch.shape[0] * batch.shape[1]) as u64;
-        self.train_seconds += t0.elapsed().as_secs_f64();
+        let dt = t0.elapsed().as_secs_f64();
+        self.train_seconds += dt;
+        if let Some(before) = profiled {
+            let after = crate::profile::group_totals(3, split_group);
+            let parts: Vec<f64> = after.iter().zip(&before).map(|(a, b)| (*a - *b).as_secs_f64()).collect();
+            for (acc, p) in self.split.iter_mut().zip(&parts) {
+                *acc += p;
+            }
+            self.split[3] += (dt - parts.iter().sum::<f64>()).max(0.0);
+        }
         Ok(StepInfo {
             loss: l,
             token_acc: right as f64 / sup.max(1) as f64,
@@ -679,6 +715,9 @@ pub fn summary_json(t: &FprnnTrainer, evals: &[LengthEval], steps_here: usize, w
         "nonconverged_share_by_length": by_length(evals, |e| e.nonconverged_share),
         "eval_count": c.eval_count,
         "eval_lmax_factor": c.eval_lmax_factor,
+        "step_split_s": t.step_split().map(|s| {
+            STEP_SPLIT.iter().zip(s).map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>()
+        }),
     })
 }
 
