@@ -10,7 +10,8 @@
 //! by at most `1/(1 − ρ) = 10`, times 2); the library's own token-by-token dense solve
 //! (`dense-seq`, f64 inside, f32 coefficients) within `5e-6 · max(1, max|h|)`. Measured
 //! over 120 random cases (λ ∈ (0.4, 0.99), ρ up to 0.9): worst 8.3e-6 and 1.6e-6, with
-//! 8 to 168 iterations.
+//! 8 to 168 iterations. The time-blocked solve (`FpCore::solve_chunked`, block length
+//! drawn from 1 to T + 1) is held to the parallel bound.
 
 mod fpr_common;
 
@@ -112,6 +113,19 @@ fn check_case(b: usize, t: usize, d: usize, r: usize, state: bool, seed: u64) ->
         stats.iterations,
         stats.residual
     );
+    // The time-blocked solve (any block length, odd ones and longer than T included)
+    // finds the same fixed point to the same bound; every block meets the threshold.
+    let block = 1 + (seed as usize) % (t + 2);
+    let (hc, cstats) = core.solve_chunked(&cfg, 500, block).unwrap();
+    let (err_c, _) = max_err(&hc, &want);
+    assert!(
+        cstats.converged && err_c <= PARALLEL_BOUND * scale,
+        "B {b} T {t} D {d} r {r} state {state} block {block}: chunked fixed point off by {err_c:e} (max |h| {scale}, \
+         converged {}, most iterations {}, residual {:e})",
+        cstats.converged,
+        cstats.max_iterations(),
+        cstats.max_residual
+    );
     let seq = core.solve_sequential().unwrap();
     let (err_seq, _) = max_err(&seq, &want);
     assert!(err_seq <= SEQUENTIAL_BOUND * scale, "B {b} T {t} D {d} r {r} state {state}: dense-seq off by {err_seq:e}");
@@ -208,4 +222,33 @@ fn one_step_is_f_and_the_same_on_every_path() {
             assert!(e <= 2e-5 * m.max(1.0), "case {i} state {state}: error {e:e} (scale {m})");
         }
     }
+}
+
+/// The time-blocked solve: the same bits at 1, 2 and 3 threads (each sequence is one
+/// task), statistics that add up (mean evaluations per row between the fewest and the
+/// most a block took), and bad arguments as errors.
+#[test]
+fn chunked_solve_is_thread_independent_and_checks_its_arguments() {
+    let ranges = Ranges { lambda: (0.4, 0.95), alpha_pre: (-2.0, 2.0), w_h_gain: Some(0.5) };
+    let p = Problem::random(3, 37, 12, 2, 2.0, &ranges, &mut Rng::new(9));
+    let core = p.core();
+    let (cfg, _) = tight_solver();
+    let runs: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|&n| fixpoint::cpu::par::with_threads(Some(n), || core.solve_chunked(&cfg, 500, 8)).unwrap().unwrap())
+        .collect();
+    for r in &runs[1..] {
+        assert_eq!(
+            r.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            runs[0].0.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(r.1, runs[0].1);
+    }
+    let s = &runs[0].1;
+    assert_eq!((s.block, s.blocks, s.iterations.len()), (8, 5, 15));
+    let mean = s.mean_row_iterations(37);
+    let (lo, hi) = (*s.iterations.iter().min().unwrap() as f64, s.max_iterations() as f64);
+    assert!(lo <= mean && mean <= hi, "{mean} outside [{lo}, {hi}]");
+    assert!(core.solve_chunked(&cfg, 0, 8).is_err());
+    assert!(core.solve_chunked(&cfg, 10, 0).is_err());
 }

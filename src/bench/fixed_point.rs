@@ -221,6 +221,14 @@ fn solve_small(m: &mut [f64], b: &mut [f64], r: usize) {
     }
 }
 
+/// Tokens per block of the time-blocked solve: a block's working set (iterate, next
+/// iterate, `b⊙x`, `λ`, `r` Householder vectors: `(4 + r)·D` floats per token) for one
+/// sequence at a time per core fits in about half of a 1 MiB L2; at least 8 tokens.
+pub fn chunk_block(d: usize, rank: usize) -> usize {
+    let per_token = (4 + rank) * d.max(1) * 4;
+    ((512 * 1024) / per_token).clamp(8, 1024)
+}
+
 /// Sequences per task of the dense baseline (a function of the batch only).
 const DENSE_GROUP: usize = 4;
 
@@ -291,6 +299,16 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             let fp_solve = median_secs(opts.reps, || {
                 black_box(core.solve(&scfg, &run, None).unwrap());
             });
+            // The time-blocked solve of the same fixed point (per block: the same
+            // threshold, cap 200), and its cost per evaluation of F over every row.
+            let blk_len = chunk_block(d, opts.rank);
+            let (h_ch, ch_stats) = core.solve_chunked(&scfg, 200, blk_len)?;
+            let fp_chunked = median_secs(opts.reps, || {
+                black_box(core.solve_chunked(&scfg, 200, blk_len).unwrap());
+            });
+            let ch_iters = ch_stats.mean_row_iterations(t);
+            let fp_scale = h_fp.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let ch_diff = h_ch.iter().zip(&h_fp).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / fp_scale;
             let (cfg_s, run_s) = solver(200);
             let fp_fwd = median_secs(opts.reps, || {
                 no_grad(|| {
@@ -304,6 +322,13 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
                 "fp_iter_ms": fp_iter * 1e3, "scan_ms": scan * 1e3, "fp_iter_over_scan": fp_iter / scan,
                 "fp_iter_two_pass_ms": fp_iter_two_pass * 1e3, "fused_speedup_over_two_pass": fp_iter_two_pass / fp_iter,
                 "diag_fwd_ms": diag_fwd * 1e3, "fp_fwd_ms": fp_fwd * 1e3, "fp_solve_ms": fp_solve * 1e3,
+                "chunked": {
+                    "block": blk_len, "solve_ms": fp_chunked * 1e3, "mean_row_iterations": ch_iters,
+                    "max_iterations": ch_stats.max_iterations(), "converged": ch_stats.converged,
+                    "iter_ms": fp_chunked * 1e3 / ch_iters.max(1e-9),
+                    "iter_over_scan": fp_chunked / ch_iters.max(1e-9) / scan,
+                    "max_rel_diff_from_parallel": ch_diff as f64,
+                },
             });
             if n <= opts.max_bwd_elems {
                 for &mode in &opts.backward_modes {
@@ -361,12 +386,15 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
                 let dense = median_secs(opts.reps.min(3), || dense_rnn(&a, &core.bx, t, d, &mut hd));
                 p["dense_ms"] = (dense * 1e3).into();
                 p["fp_fwd_speedup_over_dense"] = (dense / fp_solve).into();
+                p["chunked"]["fwd_speedup_over_dense"] = (dense / fp_chunked).into();
                 if d == 256 && t == 1024 {
                     summary["fp_fwd_speedup_over_dense_d256_t1024"] = (dense / fp_solve).into();
+                    summary["fp_chunked_fwd_speedup_over_dense_d256_t1024"] = (dense / fp_chunked).into();
                 }
             }
             if d == 128 && t == 1024 {
                 summary["fp_iter_time_over_scan"] = (fp_iter / scan).into();
+                summary["fp_chunked_iter_time_over_scan"] = (fp_chunked / ch_iters.max(1e-9) / scan).into();
                 summary["fp_iter_ms_d128_t1024"] = (fp_iter * 1e3).into();
                 if let Some(j) = opts.peer_jax_iter_ms {
                     summary["jax_fp_iter_ms"] = j.into();

@@ -194,9 +194,8 @@ impl FpCore {
     fn mixed_row(&self, row: usize, h: &[f32], pre: &[f32], rs: &mut RowScratch) {
         let (d, k) = (self.dim, &self.mixer);
         let o = row * d;
-        let (bx, hr) = (&self.bx[o..o + d], &h[o..o + d]);
         if let MixerKernel::Identity = k {
-            rs.v.copy_from_slice(bx);
+            rs.v.copy_from_slice(&self.bx[o..o + d]);
             return;
         }
         let cl = k.coef_len();
@@ -207,12 +206,26 @@ impl FpCore {
                 &rs.coef
             }
         };
-        for j in 0..d {
-            rs.v[j] = bx[j] - hr[j];
-        }
-        k.apply_row(c, &mut rs.v, &mut rs.scratch);
-        for j in 0..d {
-            rs.v[j] += hr[j];
+        let RowScratch { v, scratch, .. } = rs;
+        mix_row_into(k, c, &self.bx[o..o + d], &h[o..o + d], v, scratch);
+    }
+
+    /// The mixer coefficients of every row, when `Q` does not depend on `h`.
+    pub(super) fn fixed_coefficients(&self) -> Option<&[f32]> {
+        self.fixed.as_deref()
+    }
+
+    /// `pre = base[rows] + shifted · W_h` for `shifted.len() / D` consecutive rows from
+    /// `row0` (one serial GEMM), for a mixer that depends on the state.
+    pub(super) fn block_pre_activations(&self, row0: usize, shifted: &[f32], pre: &mut [f32]) {
+        use crate::ops::matmul::{Accum, MatRef, gemm};
+        let (k, d) = (&self.mixer, self.dim);
+        let (w, rows) = (k.width(), shifted.len() / d.max(1));
+        pre.copy_from_slice(&k_base(k)[row0 * w..][..rows * w]);
+        if let Some(wh) = k_wh(k) {
+            let a = MatRef { data: shifted, offset: 0, rows, cols: d, rs: d, cs: 1 };
+            let b = MatRef { data: wh, offset: 0, rows: d, cols: w, rs: w, cs: 1 };
+            gemm(a, b, pre, 0, w, 1, Accum::Add);
         }
     }
 
@@ -370,14 +383,38 @@ fn lu_solve(m: &mut [f64], rhs: &mut [f64], d: usize) -> Result<()> {
 }
 
 /// Per-task buffers of [`FpCore::step`]: one row's mixed input, coefficients and scratch.
-struct RowScratch {
-    v: Vec<f32>,
+pub(super) struct RowScratch {
+    pub(super) v: Vec<f32>,
     coef: Vec<f32>,
-    scratch: Vec<f32>,
+    pub(super) scratch: Vec<f32>,
+}
+
+/// `v = Q (b⊙x − h) + h` for one row with coefficients `c` (`b⊙x` for the identity mixer).
+#[inline]
+pub(super) fn mix_row(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], rs: &mut RowScratch) {
+    let RowScratch { v, scratch, .. } = rs;
+    mix_row_into(k, c, bx, hr, v, scratch);
+}
+
+#[inline]
+fn mix_row_into(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], v: &mut [f32], scratch: &mut [f32]) {
+    if let MixerKernel::Identity = k {
+        v.copy_from_slice(bx);
+        return;
+    }
+    let d = v.len();
+    let (bx, hr) = (&bx[..d], &hr[..d]);
+    for j in 0..d {
+        v[j] = bx[j] - hr[j];
+    }
+    k.apply_row(c, v, scratch);
+    for j in 0..d {
+        v[j] += hr[j];
+    }
 }
 
 impl RowScratch {
-    fn new(k: &MixerKernel, d: usize) -> RowScratch {
+    pub(super) fn new(k: &MixerKernel, d: usize) -> RowScratch {
         RowScratch { v: vec![0.0; d], coef: vec![0.0; k.coef_len()], scratch: vec![0.0; k.scratch_len()] }
     }
 }
@@ -385,7 +422,7 @@ impl RowScratch {
 /// One scan step on a gated row: `out = λ ⊙ carry + (1 − λ) ⊙ x̃` (carry zero at `t = 0`),
 /// with the scan kernel's rounding (`λ.mul_add(carry, (1 − λ)·x̃)`).
 #[inline]
-fn gate_scan_row(lam: &[f32], xt: &[f32], carry: Option<&[f32]>, out: &mut [f32]) {
+pub(super) fn gate_scan_row(lam: &[f32], xt: &[f32], carry: Option<&[f32]>, out: &mut [f32]) {
     let d = out.len();
     let (lam, xt) = (&lam[..d], &xt[..d]);
     match carry {

@@ -36,16 +36,97 @@ use crate::tensor::Tensor;
 
 /// `v ← H_r ⋯ H_1 v` for one row: `u` holds the `r` unit vectors (`r × d`), `alpha`
 /// the `r` coefficients (unscaled; the step uses `scale·α_i`).
+///
+/// `r + 1` passes over the row instead of `2r`: the update by `u_i` and the dot product
+/// with `u_{i+1}` share a pass, and the dot products keep four independent 8-lane
+/// accumulators (so a row is not one long chain of dependent FMAs). Every path (the
+/// solver's fused iteration, the mixer op, the backward's recomputation) calls this, so
+/// they agree bit for bit.
 #[inline]
 pub fn householder_row(u: &[f32], alpha: &[f32], scale: f32, v: &mut [f32]) {
     let d = v.len();
-    for (i, &a) in alpha.iter().enumerate() {
-        let ui = &u[i * d..(i + 1) * d];
-        let coef = scale * a * row_dot(ui, v);
-        for j in 0..d {
-            v[j] = (-coef).mul_add(ui[j], v[j]);
-        }
+    let r = alpha.len();
+    if r == 0 {
+        return;
     }
+    let mut dot = dot_lanes(&u[..d], v);
+    for i in 0..r {
+        let coef = scale * alpha[i] * dot;
+        let next = (i + 1 < r).then(|| &u[(i + 1) * d..(i + 2) * d]);
+        dot = axpy_dot(-coef, &u[i * d..(i + 1) * d], v, next);
+    }
+}
+
+/// Elements per block of [`dot_lanes`] and [`axpy_dot`]: four 8-lane accumulators.
+const DOT_BLOCK: usize = 32;
+
+#[inline(always)]
+fn lanes(x: &[f32], o: usize) -> wide::f32x8 {
+    wide::f32x8::new(x[o..o + 8].try_into().expect("8 lanes"))
+}
+
+/// `a · b` with four 8-lane accumulators over blocks of 32, then one over blocks of 8,
+/// then the scalar tail (the order [`axpy_dot`] reproduces).
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (nb, n8) = (n / DOT_BLOCK * DOT_BLOCK, n / 8 * 8);
+    let mut acc = [wide::f32x8::ZERO; 4];
+    let mut j = 0;
+    while j < nb {
+        for (q, a_q) in acc.iter_mut().enumerate() {
+            let o = j + 8 * q;
+            *a_q = lanes(a, o).mul_add(lanes(b, o), *a_q);
+        }
+        j += DOT_BLOCK;
+    }
+    while j < n8 {
+        acc[0] = lanes(a, j).mul_add(lanes(b, j), acc[0]);
+        j += 8;
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
+    while j < n {
+        s = a[j].mul_add(b[j], s);
+        j += 1;
+    }
+    s
+}
+
+/// `v ← c·u + v` (one FMA per element), and `w · v` of the updated `v` in the same pass
+/// with exactly the accumulation order of [`dot_lanes`] (0 when `w` is None).
+#[inline(always)]
+fn axpy_dot(c: f32, u: &[f32], v: &mut [f32], w: Option<&[f32]>) -> f32 {
+    let n = v.len();
+    let (nb, n8) = (n / DOT_BLOCK * DOT_BLOCK, n / 8 * 8);
+    let cv = wide::f32x8::splat(c);
+    let mut acc = [wide::f32x8::ZERO; 4];
+    let mut j = 0;
+    let step = |j: usize, acc: &mut wide::f32x8, v: &mut [f32]| {
+        let nv = cv.mul_add(lanes(u, j), lanes(v, j));
+        v[j..j + 8].copy_from_slice(&nv.to_array());
+        if let Some(w) = w {
+            *acc = lanes(w, j).mul_add(nv, *acc);
+        }
+    };
+    while j < nb {
+        for (q, a_q) in acc.iter_mut().enumerate() {
+            step(j + 8 * q, a_q, v);
+        }
+        j += DOT_BLOCK;
+    }
+    while j < n8 {
+        step(j, &mut acc[0], v);
+        j += 8;
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
+    while j < n {
+        v[j] = c.mul_add(u[j], v[j]);
+        if let Some(w) = w {
+            s = w[j].mul_add(v[j], s);
+        }
+        j += 1;
+    }
+    s
 }
 
 /// Backward of [`householder_row`] for one row: given the forward input `v` and the

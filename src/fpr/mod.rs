@@ -18,6 +18,7 @@
 //! - [`model`]: the shared backbone (§4.1) and the model kinds.
 
 pub mod block;
+pub mod chunked;
 pub mod core;
 pub mod implicit;
 pub mod kronecker;
@@ -29,6 +30,7 @@ pub mod selective;
 pub mod solver;
 
 pub use block::{BackwardMode, BlockConfig, BlockInputs, BlockOutput, FpRnnBlock, ShortConv, SolveMethod};
+pub use chunked::ChunkedStats;
 pub use core::{FpCore, Workspace};
 pub use implicit::{AdjointStats, implicit_grad, solve_adjoint};
 pub use kronecker::{KronNorm, KroneckerKernel, KroneckerMixer, kron_apply, kron_factors};

@@ -321,29 +321,37 @@ fn nan_max(m: f32, v: f32) -> f32 {
     if v > m || v.is_nan() { v } else { m }
 }
 
-/// `(max_i |a_i − n_i|, max_i |n_i|)` with NaN winning, in 8 independent lanes (so the
-/// loop vectorises; max is exact, so the lane split does not change the result).
+/// `(max_i |a_i − n_i|, max_i |n_i|)`, both NaN when any `a_i` or `n_i` is NaN (the
+/// residual is then NaN either way). Eight lanes of AVX max; NaNs are tracked in a
+/// separate mask, so the lane maxima need no NaN-aware compare (max is exact, so the
+/// lane split does not change the result).
 #[inline]
 fn row_diff_norm(a: &[f32], n: &[f32]) -> (f32, f32) {
-    const L: usize = 8;
-    let (mut dm, mut nm) = ([0.0f32; L], [0.0f32; L]);
-    let (ac, nc) = (a.chunks_exact(L), n.chunks_exact(L));
-    let (ar, nr) = (ac.remainder(), nc.remainder());
-    for (x, y) in ac.zip(nc) {
-        for k in 0..L {
-            dm[k] = nan_max(dm[k], (x[k] - y[k]).abs());
-            nm[k] = nan_max(nm[k], y[k].abs());
-        }
+    use wide::f32x8;
+    let (ac, ar) = a.as_chunks::<8>();
+    let (nc, nr) = n.as_chunks::<8>();
+    let (mut dm, mut nm, mut bad) = (f32x8::ZERO, f32x8::ZERO, f32x8::ZERO);
+    for (x, y) in ac.iter().zip(nc) {
+        let (x, y) = (f32x8::new(*x), f32x8::new(*y));
+        let diff = (x - y).abs();
+        bad |= diff.is_nan() | y.is_nan();
+        dm = dm.fast_max(diff);
+        nm = nm.fast_max(y.abs());
     }
-    for (k, (x, y)) in ar.iter().zip(nr).enumerate() {
-        dm[k] = nan_max(dm[k], (x - y).abs());
-        nm[k] = nan_max(nm[k], y.abs());
+    let lanes_max = |v: f32x8| v.to_array().into_iter().fold(0.0f32, f32::max);
+    let (mut d, mut m) = (lanes_max(dm), lanes_max(nm));
+    let mut nan = bad.any();
+    for (x, y) in ar.iter().zip(nr) {
+        let diff = (x - y).abs();
+        nan |= diff.is_nan() || y.is_nan();
+        d = d.max(diff);
+        m = m.max(y.abs());
     }
-    (dm.into_iter().fold(0.0, nan_max), nm.into_iter().fold(0.0, nan_max))
+    if nan { (f32::NAN, f32::NAN) } else { (d, m) }
 }
 
 /// Relative residual of one sample: `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)`.
-fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
+pub(crate) fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
     let mut worst = 0.0f32;
     for (a, n) in y.chunks_exact(dim.max(1)).zip(y_new.chunks_exact(dim.max(1))) {
         let (diff, norm) = row_diff_norm(a, n);
