@@ -209,4 +209,3 @@ fn one_step_is_f_and_the_same_on_every_path() {
         }
     }
 }
-
