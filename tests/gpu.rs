@@ -28,6 +28,7 @@
 //!   1e-6 relative plus 1e-7 absolute (the update is lr-sized);
 //! - gradient-norm clipping (the GPU sums squares in f32 trees, the CPU in f64): the
 //!   norm 1e-5 relative, the clipped gradients 1e-5 / 1e-7.
+//!
 //! Training jobs: per-step losses of the DINO job within 1e-5 relative (O(1) losses,
 //! three steps of rounding differences), KLs within 1e-6 absolute (the GPU's KL is f32:
 //! log-probabilities near −log m carry ~5e-7 rounding, weighted by p summing to 1).
