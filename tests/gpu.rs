@@ -20,7 +20,18 @@
 //! - GEMM with inner size K: 1e-5·√K relative to the largest |C| of the product;
 //! - scan (the same fused multiply-adds per step; the chunked path rounds the carries
 //!   between chunks differently, like the CPU's chunked kernel) and Householder mixer
-//!   (the same steps per row, dot products in order): 1e-5 / 1e-6.
+//!   (the same steps per row, dot products in order): 1e-5 / 1e-6;
+//! - cross-entropy (exp/log a few ulp, row sums and the mean over rows in another
+//!   order): 2e-5 / 2e-6, as softmax;
+//! - AdamW (the same per-element arithmetic; the GPU's sqrt and division may be 2.5
+//!   ulp off and it may contract multiply-adds): moments 1e-6 relative, parameters
+//!   1e-6 relative plus 1e-7 absolute (the update is lr-sized);
+//! - gradient-norm clipping (the GPU sums squares in f32 trees, the CPU in f64): the
+//!   norm 1e-5 relative, the clipped gradients 1e-5 / 1e-7.
+//!
+//! Training jobs: per-step losses of the DINO job within 1e-5 relative (O(1) losses,
+//! three steps of rounding differences), KLs within 1e-6 absolute (the GPU's KL is f32:
+//! log-probabilities near −log m carry ~5e-7 rounding, weighted by p summing to 1).
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -113,8 +124,6 @@ fn gpu_to_device_round_trip_and_mixed_device_error() {
     assert_eq!(grad.to_vec(), x.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>());
     // Ops without a GPU kernel refuse GPU tensors with a typed error (no silent copy).
     let unsupported = |op| Error::Unsupported { op, device: Device::Gpu };
-    let opts = fixpoint::ops::fused::CrossEntropyOpts::default();
-    assert_eq!(g.cross_entropy(&[0, 1, 2], opts).unwrap_err(), unsupported("cross_entropy"));
     assert_eq!(Tensor::concat(&[&g, &g], 0).unwrap_err(), unsupported("concat"));
     assert_eq!(g.logsumexp(&[1], false).unwrap_err(), unsupported("logsumexp"));
     assert!(unsupported("concat").to_string().contains("to_device"));
@@ -444,4 +453,188 @@ fn gpu_validation_errors_are_typed() {
     // The device stays usable afterwards.
     let x = rand_tensor(&[4, 3], -1.0, 1.0, &mut Rng::new(15).stream("x"));
     close("after an error", &to_gpu(&x).relu(), &x.relu(), 0.0, 0.0);
+}
+
+#[test]
+fn gpu_cross_entropy_parity() {
+    if !gpu("gpu_cross_entropy_parity") {
+        return;
+    }
+    use fixpoint::ops::fused::{CrossEntropyOpts, Reduction};
+    let mut rng = Rng::new(21).stream("ce");
+    for (rows, c) in [(1, 1), (7, 5), (65, 63), (3, 300)] {
+        let x = rand_tensor(&[rows, c], -4.0, 4.0, &mut rng);
+        let ignore = c + 2;
+        // Every third row ignored (when there are several).
+        let targets: Vec<usize> =
+            (0..rows).map(|i| if rows > 1 && i % 3 == 1 { ignore } else { rng.below(c) }).collect();
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for label_smoothing in [0.0, 0.1] {
+                let opts = CrossEntropyOpts { ignore_index: Some(ignore), label_smoothing, reduction };
+                let what = format!("cross_entropy [{rows}, {c}] {reduction:?} eps {label_smoothing}");
+                parity(&what, std::slice::from_ref(&x), 2e-6, 2e-5, |t| t[0].cross_entropy(&targets, opts));
+            }
+        }
+    }
+    // Rank 3 logits, every target ignored: loss and gradient 0 on both devices.
+    let x = rand_tensor(&[2, 3, 4], -1.0, 1.0, &mut rng);
+    let opts = CrossEntropyOpts { ignore_index: Some(9), ..CrossEntropyOpts::default() };
+    parity("cross_entropy all ignored", &[x], 0.0, 0.0, |t| t[0].cross_entropy(&[9; 6], opts));
+}
+
+/// `(params, moments)` of a small model after `steps` AdamW updates with fixed random
+/// gradients, on `device`; a clone of the first parameter taken before the first
+/// update must keep its values (the GPU update writes in place).
+fn adamw_run(device: Device, steps: usize) -> (Vec<Tensor>, Vec<(String, Tensor)>) {
+    use fixpoint::nn::{Linear, Module};
+    use fixpoint::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
+    let mut rng = Rng::new(22).stream("adamw");
+    let mut model = Linear::new(7, 65, true, &mut rng);
+    fixpoint::nn::to_device(&mut model, device).unwrap();
+    let groups = vec![ParamGroup::names(["bias"], 0.0, 0.5)];
+    let mut opt = AdamW::with_groups(AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() }, groups).unwrap();
+    let before = model.params()[0].1.clone();
+    let kept = before.to_vec();
+    for step in 0..steps {
+        for (_, p) in model.params() {
+            let g = rand_tensor(p.shape(), -1.0, 1.0, &mut rng.stream(&format!("g{step}")));
+            p.set_grad(Some(g.to_device(device).unwrap())).unwrap();
+        }
+        opt.step(&mut model, 1e-2).unwrap();
+    }
+    assert_eq!(before.to_vec(), kept, "{device}: a tensor sharing the parameter before the update changed");
+    let params = model.params().into_iter().map(|(_, p)| p.clone()).collect();
+    (params, opt.state_tensors())
+}
+
+#[test]
+fn gpu_adamw_parity_in_place() {
+    if !gpu("gpu_adamw_parity_in_place") {
+        return;
+    }
+    let (pc, sc) = adamw_run(Device::Cpu, 4);
+    let (pg, sg) = adamw_run(Device::Gpu, 4);
+    for (i, (g, c)) in pg.iter().zip(&pc).enumerate() {
+        close(&format!("AdamW parameter {i}"), g, c, 1e-7, 1e-6);
+    }
+    assert_eq!(sc.len(), sg.len());
+    for ((name, c), (gname, g)) in sc.iter().zip(&sg) {
+        assert_eq!(name, gname);
+        assert_eq!(g.device(), Device::Cpu, "state_tensors reads GPU moments back");
+        close(name, &to_gpu(g), c, 0.0, 1e-6);
+    }
+}
+
+#[test]
+fn gpu_clip_grad_norm_parity() {
+    if !gpu("gpu_clip_grad_norm_parity") {
+        return;
+    }
+    use fixpoint::nn::{Linear, Module};
+    let mut rng = Rng::new(23).stream("clip");
+    let model = Linear::new(63, 17, true, &mut rng);
+    let mut gmodel = model.clone();
+    fixpoint::nn::to_device(&mut gmodel, Device::Gpu).unwrap();
+    for ((_, p), (_, q)) in model.params().into_iter().zip(gmodel.params()) {
+        let g = rand_tensor(p.shape(), -1.0, 1.0, &mut rng);
+        p.set_grad(Some(g.clone())).unwrap();
+        q.set_grad(Some(to_gpu(&g))).unwrap();
+    }
+    for max_norm in [1e3, 0.5] {
+        let nc = fixpoint::optim::clip_grad_norm(&model, max_norm).unwrap();
+        let ng = fixpoint::optim::clip_grad_norm(&gmodel, max_norm).unwrap();
+        assert!((nc - ng).abs() <= 1e-5 * nc, "max_norm {max_norm}: cpu norm {nc}, gpu norm {ng}");
+        for ((name, p), (_, q)) in model.params().into_iter().zip(gmodel.params()) {
+            close(&format!("clipped {name}"), &q.grad().unwrap(), &p.grad().unwrap(), 1e-7, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn gpu_divergence_guard_names_the_parameter() {
+    if !gpu("gpu_divergence_guard_names_the_parameter") {
+        return;
+    }
+    use fixpoint::nn::{Linear, Module};
+    let mut model = Linear::new(5, 3, true, &mut Rng::new(24).stream("init"));
+    fixpoint::nn::to_device(&mut model, Device::Gpu).unwrap();
+    for (_, p) in model.params() {
+        p.set_grad(Some(to_gpu(&Tensor::ones(p.shape())))).unwrap();
+    }
+    fixpoint::train::guard::check_step(1, 1.0, &model).unwrap();
+    let (name, bias) = model.params().into_iter().nth(1).unwrap();
+    let mut g = vec![0.0; bias.numel()];
+    g[1] = f32::INFINITY;
+    bias.set_grad(Some(to_gpu(&Tensor::from_vec(g, bias.shape()).unwrap()))).unwrap();
+    match fixpoint::train::guard::check_step(2, 1.0, &model) {
+        Err(Error::Diverged { step: 2, param: Some(p), .. }) => assert_eq!(p, format!("{name} (gradient)")),
+        other => panic!("expected Diverged naming {name}, got {other:?}"),
+    }
+}
+
+/// A tiny DINO job (MLP student, 3 steps, the center on) on `device`.
+fn dino_tiny(device: Device) -> fixpoint::train::DinoReport {
+    use fixpoint::data::synthetic_images::EmbeddedConfig;
+    use fixpoint::dino::{EncoderConfig, MlpEncoderConfig};
+    use fixpoint::train::dino::{DataChoice, DinoConfig};
+    let mut cfg = DinoConfig {
+        data: DataChoice::Embedded(EmbeddedConfig { train_per_class: 20, test_per_class: 5, noise: 0.5 }),
+        train_size: Some(150),
+        probe_train_size: Some(150),
+        probe_test_size: Some(50),
+        encoder: EncoderConfig::Mlp(MlpEncoderConfig { in_dim: 3072, hidden: vec![33], embed_dim: 17 }),
+        head_hidden: vec![40],
+        bottleneck: 8,
+        out_dim: 65,
+        epochs: 1,
+        batch_size: 50,
+        alpha: 0.5,
+        device,
+        ..DinoConfig::default()
+    };
+    cfg.loss.center_momentum = Some(0.9);
+    fixpoint::train::train_dino(&cfg, &mut ()).unwrap()
+}
+
+#[test]
+fn gpu_dino_job_steps_match_cpu() {
+    if !gpu("gpu_dino_job_steps_match_cpu") {
+        return;
+    }
+    let (c, g) = (dino_tiny(Device::Cpu), dino_tiny(Device::Gpu));
+    assert_eq!(c.losses.len(), 3);
+    assert_eq!(g.losses.len(), 3);
+    for (i, (lc, lg)) in c.losses.iter().zip(&g.losses).enumerate() {
+        assert!((lc - lg).abs() <= 1e-5 * lc.abs(), "step {i}: cpu loss {lc}, gpu loss {lg}");
+    }
+    for (i, (kc, kg)) in c.kls.iter().zip(&g.kls).enumerate() {
+        assert!(kc.is_finite() && (kc - kg).abs() <= 1e-6, "step {i}: cpu KL {kc}, gpu KL {kg}");
+    }
+}
+
+#[test]
+fn gpu_unsupported_models_are_refused_in_one_line() {
+    // The library refuses a student without a GPU path before touching any device.
+    use fixpoint::dino::EncoderConfig;
+    use fixpoint::train::dino::DinoConfig;
+    let vit =
+        DinoConfig { encoder: EncoderConfig::Vit(Default::default()), device: Device::Gpu, ..DinoConfig::default() };
+    match vit.validate() {
+        Err(Error::InvalidArgument { message, .. }) => assert!(message.contains("vit"), "{message}"),
+        other => panic!("expected InvalidArgument naming vit, got {other:?}"),
+    }
+    if !gpu("gpu_unsupported_models_are_refused_in_one_line") {
+        return;
+    }
+    // The binary: one line on stderr naming the student, and a failure status.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fixpoint"))
+        .args(["--device", "gpu", "dino", "--student", "vit", "--data", "embedded", "--epochs", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines the Vulkan loader prints in environments without a session (not ours).
+    let err: String = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect::<Vec<_>>().join("\n");
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{stderr}");
+    assert!(err.contains("vit") && err.contains("GPU"), "{err}");
 }

@@ -110,6 +110,15 @@ impl Center {
     /// `c ← m·c + (1 − m)·mean_b t_b` from teacher logits `[B, m]` (batch mean in f64).
     pub fn update(&mut self, teacher_logits: &Tensor) -> Result<()> {
         let (b, m) = rows_cols("Center::update", teacher_logits, self.values.len())?;
+        if teacher_logits.device() != crate::Device::Cpu {
+            // Logits on the GPU: the batch mean there (f32), its m values read back.
+            let mean = no_grad(|| teacher_logits.mean(&[0], false))?.try_to_vec()?;
+            let mo = self.momentum as f64;
+            for (c, &mean) in self.values.iter_mut().zip(&mean) {
+                *c = (mo * *c as f64 + (1.0 - mo) * mean as f64) as f32;
+            }
+            return Ok(());
+        }
         let t = teacher_logits.contiguous_data();
         for (k, c) in self.values.iter_mut().enumerate() {
             let mean = (0..b).map(|i| t[i * m + k] as f64).sum::<f64>() / b as f64;
@@ -137,7 +146,7 @@ pub fn teacher_probs(teacher_logits: &Tensor, cfg: &LossConfig, center: Option<&
         let mut t = teacher_logits.detach();
         if let Some(c) = center {
             let m = c.values.len();
-            t = t.sub(&Tensor::from_slice(&c.values, [1, m])?)?;
+            t = t.sub(&Tensor::from_slice(&c.values, [1, m])?.to_device(t.device())?)?;
         }
         if cfg.teacher_temp != 1.0 {
             t = t.mul_scalar(1.0 / cfg.teacher_temp);
@@ -188,6 +197,9 @@ pub fn kl_f64(
             rhs: teacher_logits.shape_obj().clone(),
         });
     }
+    if Tensor::common_device("kl_f64", &[teacher_logits, student_logits])? != crate::Device::Cpu {
+        return kl_on_device(teacher_logits, student_logits, cfg, center);
+    }
     let (t, s) = (teacher_logits.contiguous_data(), student_logits.contiguous_data());
     let c: &[f32] = center.map_or(&[], |c| &c.values);
     let (tt, ts) = (cfg.teacher_temp as f64, cfg.student_temp as f64);
@@ -202,6 +214,23 @@ pub fn kl_f64(
         })
         .collect();
     Ok(per_row.iter().sum::<f64>() / b as f64)
+}
+
+/// [`kl_f64`] for logits on the GPU: `Σ p (log p − log q) / B` from the two
+/// log-softmaxes, computed there in f32 (not f64: the GPU has no f64; still a direct
+/// KL, not CE − H), one scalar read back.
+fn kl_on_device(t: &Tensor, s: &Tensor, cfg: &LossConfig, center: Option<&Center>) -> Result<f64> {
+    let b = t.shape()[0];
+    no_grad(|| {
+        let mut t = t.detach();
+        if let Some(c) = center {
+            t = t.sub(&Tensor::from_slice(&c.values, [1, c.values.len()])?.to_device(t.device())?)?;
+        }
+        let lp = t.mul_scalar(1.0 / cfg.teacher_temp).log_softmax(-1)?;
+        let lq = s.detach().mul_scalar(1.0 / cfg.student_temp).log_softmax(-1)?;
+        let kl = lp.exp().mul(&lp.sub(&lq)?)?.sum_all().item()?;
+        Ok(kl as f64 / b as f64)
+    })
 }
 
 /// The reference's AdamW parameter groups (spec §8.3): weight decay 0 for parameters

@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 /// `len` f32 elements in a GPU storage buffer. Clones share the buffer: GPU kernels
-/// always write fresh buffers, never an existing tensor's, so sharing is safe.
+/// write fresh buffers, except the in-place optimiser update, which first makes sure
+/// (`is_exclusive`, else a copy) that no other tensor shares the buffer it writes.
 #[derive(Clone)]
 pub struct GpuBuffer {
     buffer: Arc<wgpu::Buffer>,
@@ -52,11 +53,26 @@ impl GpuBuffer {
 
     /// A buffer holding a copy of `data`.
     pub fn from_slice(ctx: &Context, data: &[f32]) -> Result<GpuBuffer> {
+        Self::from_words(ctx, bytemuck::cast_slice(data))
+    }
+
+    /// A buffer holding a copy of `data` (indices for kernels that bind `array<u32>`).
+    pub fn from_u32(ctx: &Context, data: &[u32]) -> Result<GpuBuffer> {
+        Self::from_words(ctx, data)
+    }
+
+    fn from_words(ctx: &Context, data: &[u32]) -> Result<GpuBuffer> {
         let b = GpuBuffer::zeroed(ctx, data.len())?;
         if !data.is_empty() {
             scoped(ctx, "to_device", || ctx.queue.write_buffer(&b.buffer, 0, bytemuck::cast_slice(data)))?;
         }
         Ok(b)
+    }
+
+    /// True when no other `GpuBuffer` shares this buffer (kernels may then write it in
+    /// place).
+    pub fn is_exclusive(&self) -> bool {
+        Arc::strong_count(&self.buffer) == 1
     }
 
     /// Read `n` elements starting at element `offset` back to the host (blocks until

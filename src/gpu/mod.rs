@@ -24,7 +24,9 @@ pub mod buffer;
 pub mod elementwise;
 pub mod fused;
 pub mod gemm;
+pub mod loss;
 pub mod mixer;
+pub mod optim;
 pub mod reduce;
 pub mod scan;
 

@@ -456,7 +456,6 @@ impl Tensor {
     /// a target ≥ C that is not the ignore index is `Index`; ε outside [0, 1] is
     /// `InvalidArgument`; C = 0 is `Empty`; rank 0 is `Axis`.
     pub fn cross_entropy(&self, targets: &[usize], opts: CrossEntropyOpts) -> Result<Tensor> {
-        Tensor::cpu_only("cross_entropy", &[self])?;
         let _p = crate::profile::fwd("cross_entropy");
         const OP: &str = "cross_entropy";
         let (ax, c) = nonempty_axis(self, OP, -1)?;
@@ -478,6 +477,9 @@ impl Tensor {
         }
         if let Some(&t) = targets.iter().find(|&&t| t >= c && Some(t) != opts.ignore_index) {
             return Err(Error::Index { op: OP, axis: ax, index: t, size: c, shape: self.shape_obj().clone() });
+        }
+        if self.device() == crate::Device::Gpu {
+            return on_gpu!(OP, loss::cross_entropy(self, targets, opts, rows, c));
         }
         let x = self.contiguous_data();
         let mut loss = vec![0.0; rows];

@@ -27,6 +27,19 @@ struct Slot {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
+    /// The moments on the GPU, for a parameter that lives there (then they are the
+    /// state and `exp_avg`/`exp_avg_sq` are stale until read back).
+    device: Option<[Tensor; 2]>,
+}
+
+impl Slot {
+    /// The moments as host vectors (read back from the GPU when they live there).
+    fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        match &self.device {
+            Some([m, v]) => Ok((m.try_to_vec()?, v.try_to_vec()?)),
+            None => Ok((self.exp_avg.clone(), self.exp_avg_sq.clone())),
+        }
+    }
 }
 
 /// AdamW. Per parameter with gradient `g` and learning rate `η = lr · lr_scale`, at its
@@ -84,17 +97,18 @@ impl Optimizer for AdamW {
         let _ng = crate::autograd::NoGradGuard::new();
         for (name, p) in params.iter_mut() {
             let Some(g) = grad_tensor_of("AdamW::step (param vs grad)", p)? else { continue };
-            let g = g.contiguous_data();
+            let n = g.numel();
             let (wd, scale) = self.groups.settings(name, weight_decay);
             let slot = self.state.entry(name.clone()).or_insert_with(|| Slot {
-                exp_avg: vec![0.0; g.len()],
-                exp_avg_sq: vec![0.0; g.len()],
+                exp_avg: vec![0.0; n],
+                exp_avg_sq: vec![0.0; n],
                 step: 0,
+                device: None,
             });
-            if slot.exp_avg.len() != g.len() {
+            if slot.exp_avg.len() != n {
                 return Err(Error::InvalidArgument {
                     op: "AdamW::step",
-                    message: format!("state of {name:?} has {} values, parameter {}", slot.exp_avg.len(), g.len()),
+                    message: format!("state of {name:?} has {} values, parameter {n}", slot.exp_avg.len()),
                 });
             }
             slot.step += 1;
@@ -104,6 +118,16 @@ impl Optimizer for AdamW {
             let step_size = (eta as f64 / bc1) as f32;
             let bc2_sqrt = bc2.sqrt() as f32;
             let decay = 1.0 - eta * wd;
+            if p.device() != crate::Device::Cpu {
+                gpu_step(p, &g, slot, [decay, b1, b2, step_size, bc2_sqrt, eps])?;
+                continue;
+            }
+            if slot.device.is_some() {
+                // The parameter came back from the GPU: so do its moments.
+                (slot.exp_avg, slot.exp_avg_sq) = slot.moments()?;
+                slot.device = None;
+            }
+            let g = g.contiguous_data();
             let (m, v) = (&mut slot.exp_avg, &mut slot.exp_avg_sq);
             let update = |d: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
                 for (((d, m), v), &g) in d.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
@@ -135,8 +159,11 @@ impl Optimizer for AdamW {
         let mut out = Vec::with_capacity(3 * self.state.len());
         for (name, s) in &self.state {
             let n = s.exp_avg.len();
-            out.push((format!("{name}.exp_avg"), Tensor::from_vec(s.exp_avg.clone(), [n]).expect("n values")));
-            out.push((format!("{name}.exp_avg_sq"), Tensor::from_vec(s.exp_avg_sq.clone(), [n]).expect("n values")));
+            // GPU moments are read back here, explicitly (checkpoints); a failed
+            // readback panics like `Tensor::to_vec`.
+            let (m, v) = s.moments().unwrap_or_else(|e| panic!("AdamW state of {name}: {e}"));
+            out.push((format!("{name}.exp_avg"), Tensor::from_vec(m, [n]).expect("n values")));
+            out.push((format!("{name}.exp_avg_sq"), Tensor::from_vec(v, [n]).expect("n values")));
             out.push((format!("{name}.step"), Tensor::scalar(s.step as f32)));
         }
         out
@@ -157,9 +184,30 @@ impl Optimizer for AdamW {
             if !(t >= 0.0 && t.fract() == 0.0) {
                 return Err(Error::InvalidArgument { op: OP, message: format!("{param}.step = {t} is not a count") });
             }
-            new.insert(param, Slot { exp_avg: m.to_vec(), exp_avg_sq: v.to_vec(), step: t as u64 });
+            new.insert(param, Slot { exp_avg: m.to_vec(), exp_avg_sq: v.to_vec(), step: t as u64, device: None });
         }
         self.state = new;
         Ok(())
     }
+}
+
+/// The AdamW update of a parameter on the GPU, in place on its buffer and the slot's
+/// GPU moments (uploaded from the host moments on the first GPU step: explicit, once).
+#[cfg(feature = "gpu")]
+fn gpu_step(p: &mut Tensor, g: &Tensor, slot: &mut Slot, k: [f32; 6]) -> Result<()> {
+    use crate::Device;
+    let [decay, beta1, beta2, step_size, bc2_sqrt, eps] = k;
+    if slot.device.is_none() {
+        let n = slot.exp_avg.len();
+        let up = |v: &[f32]| Tensor::from_slice(v, [n])?.to_device(Device::Gpu);
+        slot.device = Some([up(&slot.exp_avg)?, up(&slot.exp_avg_sq)?]);
+    }
+    let [m, v] = slot.device.as_mut().expect("set above");
+    let s = crate::gpu::optim::AdamWStep { decay, beta1, beta2, step_size, bc2_sqrt, eps };
+    crate::gpu::optim::adamw(p, g, m, v, s)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_step(p: &mut Tensor, _g: &Tensor, _slot: &mut Slot, _k: [f32; 6]) -> Result<()> {
+    Err(Error::Unsupported { op: "AdamW::step", device: p.device() })
 }

@@ -177,8 +177,15 @@ pub fn clip_grad_norm(model: &dyn Module, max_norm: f32) -> Result<f32> {
     }
     let params = model.params();
     let grads: Vec<(&Tensor, Tensor)> = params.iter().filter_map(|(_, p)| p.grad().map(|g| (*p, g))).collect();
-    let sq: f64 =
-        grads.iter().map(|(_, g)| g.contiguous_data().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum();
+    let on_gpu = grads.iter().any(|(_, g)| g.device() != crate::Device::Cpu);
+    let sq: f64 = if on_gpu {
+        // Summed on the GPU in f32 (a tree per tensor), one scalar read back.
+        let gs: Vec<&Tensor> = grads.iter().map(|(_, g)| g).collect();
+        Tensor::common_device("clip_grad_norm", &gs)?;
+        gpu_sum_of_squares(&gs)? as f64
+    } else {
+        grads.iter().map(|(_, g)| g.contiguous_data().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum()
+    };
     let total = sq.sqrt();
     let coef = max_norm as f64 / (total + 1e-6);
     if total.is_finite() && coef < 1.0 {
@@ -190,4 +197,14 @@ pub fn clip_grad_norm(model: &dyn Module, max_norm: f32) -> Result<f32> {
         })?;
     }
     Ok(total as f32)
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_sum_of_squares(gs: &[&Tensor]) -> Result<f32> {
+    crate::gpu::optim::sum_of_squares("clip_grad_norm", gs)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_sum_of_squares(gs: &[&Tensor]) -> Result<f32> {
+    Err(Error::Unsupported { op: "clip_grad_norm", device: gs[0].device() })
 }

@@ -29,6 +29,7 @@ use crate::nn::{Module, num_params};
 use crate::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::rng::Rng;
 use crate::run::Checkpoint;
+use crate::storage::Device;
 use crate::tensor::Tensor;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -114,6 +115,11 @@ pub struct DinoConfig {
     pub cache_teacher: bool,
     pub probe: ProbeConfig,
     pub probe_seed: u64,
+    /// Where the distillation steps run (student and teacher forward, loss, backward,
+    /// AdamW). With [`Device::Gpu`] (MLP students only) each batch is uploaded
+    /// explicitly, the loss and KL come back as scalars, and the probes run on the CPU
+    /// on a copy of the student made once per evaluation.
+    pub device: Device,
 }
 
 impl Default for DinoConfig {
@@ -142,6 +148,7 @@ impl Default for DinoConfig {
             cache_teacher: true,
             probe: ProbeConfig::default(),
             probe_seed: 0,
+            device: Device::Cpu,
         }
     }
 }
@@ -215,6 +222,12 @@ impl DinoConfig {
             if v == Some(0) {
                 return bad(format!("{what} size must be at least 1"));
             }
+        }
+        if self.device != Device::Cpu && !matches!(self.encoder, EncoderConfig::Mlp(_)) {
+            return bad(format!(
+                "the {} student has no GPU path (on the GPU: the mlp student); use --device cpu",
+                self.encoder.name()
+            ));
         }
         if self.probe.k == 0 {
             return bad("k-NN k must be at least 1".into());
@@ -428,13 +441,14 @@ pub fn pixel_features(set: &ImageSet) -> Result<Features> {
     Features::new(set.rows(&idx)?, set.labels.clone(), set.dim())
 }
 
-/// Teacher logits for a batch: from the cached bottleneck rows, or a full forward pass.
+/// Teacher logits for a batch: from the cached bottleneck rows (uploaded to `x`'s
+/// device with the batch), or a full forward pass.
 fn teacher_logits(teacher: &DinoModel, cache: Option<&[f32]>, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
     no_grad(|| match cache {
         Some(z) => {
             let d = teacher.head.bottleneck_dim();
             let rows: Vec<f32> = idx.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
-            teacher.head.project(&Tensor::from_vec(rows, [idx.len(), d])?)
+            teacher.head.project(&Tensor::from_vec(rows, [idx.len(), d])?.to_device(x.device())?)
         }
         None => teacher.forward(x),
     })
@@ -504,6 +518,17 @@ pub fn build_models(cfg: &DinoConfig) -> Result<(DinoModel, DinoModel, usize)> {
     Ok((teacher, student, differs))
 }
 
+/// `model` with its parameters on `device` (a clone sharing nothing on the new device;
+/// the model itself when already there).
+fn model_on(model: &DinoModel, device: Device) -> Result<std::borrow::Cow<'_, DinoModel>> {
+    if model.params().iter().all(|(_, p)| p.device() == device) {
+        return Ok(std::borrow::Cow::Borrowed(model));
+    }
+    let mut m = model.clone();
+    crate::nn::to_device(&mut m, device)?;
+    Ok(std::borrow::Cow::Owned(m))
+}
+
 fn mean_of(v: &[f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
 }
@@ -560,6 +585,7 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
     let pixels_knn = probes::knn_accuracy(&pix_tr, &pix_te, pc.k, classes, pc.vote)?;
     let evaluate = |student: &DinoModel, epoch: usize| -> Result<(ProbeResult, ProbeResult, ProbeResult)> {
         let seed = cfg.probe_seed.wrapping_add(epoch as u64);
+        let student = &*model_on(student, Device::Cpu)?;
         let s_tr = embed_set(student, &data.probe_train)?;
         let s_te = embed_set(student, &data.probe_test)?;
         let student_r = probes::probe(&s_tr, &s_te, classes, pc, seed)?;
@@ -594,6 +620,10 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
             LoopState::new(cfg.data_seed, rec)
         }
     };
+    // The distillation steps run on cfg.device; the teacher's embeddings, the cache and
+    // the probes stay on the CPU.
+    crate::nn::to_device(&mut student, cfg.device)?;
+    let teacher_dev = model_on(&teacher, cfg.device)?;
     let (mut train_s, mut images) = (0.0f64, 0usize);
     let mut stopped_early = false;
     let mut partial = None;
@@ -604,8 +634,8 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         let mut ep_train = 0.0f64;
         for idx in order.chunks(bs).skip(ls.cursor) {
             let ts = Instant::now();
-            let x = data.train.batch(idx)?;
-            let t_logits = teacher_logits(&teacher, cache.as_deref(), &x, idx)?;
+            let x = data.train.batch(idx)?.to_device(cfg.device)?;
+            let t_logits = teacher_logits(&teacher_dev, cache.as_deref(), &x, idx)?;
             let (l, kl, _) = distill_step(
                 &mut student,
                 &mut opt,
@@ -650,7 +680,7 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
             train_s: ep_train,
             probe_s: tp.elapsed().as_secs_f64(),
         };
-        hooks.on_epoch(&rec, &student);
+        hooks.on_epoch(&rec, &*model_on(&student, Device::Cpu)?);
         if ls.cursor >= steps_per_epoch {
             ls.history.push(rec);
             ls.epoch += 1;
@@ -865,7 +895,14 @@ impl DinoState<'_> {
     pub fn save(&self, mut ck: Checkpoint) -> Checkpoint {
         use crate::nn::Module;
         for (name, p) in self.student.params() {
-            ck = ck.with_param(name, p);
+            // GPU parameters are read back here, explicitly (a failed readback panics
+            // like `Tensor::to_vec`).
+            let host = if p.device() == Device::Cpu {
+                p.clone()
+            } else {
+                p.detach().to_device(Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            ck = ck.with_param(name, &host);
         }
         for (name, t) in self.opt.state_tensors() {
             ck = ck.with_optim(name, &t);
@@ -928,12 +965,27 @@ pub fn bench_distill_step(
     warmup: usize,
     steps: usize,
 ) -> Result<StepBench> {
-    let cfg = DinoConfig { encoder: encoder.clone(), out_dim, alpha: 0.5, ..DinoConfig::default() };
+    bench_distill_step_on(Device::Cpu, encoder, out_dim, batch, warmup, steps)
+}
+
+/// [`bench_distill_step`] with the step on `device` (the batch is uploaded once).
+pub fn bench_distill_step_on(
+    device: Device,
+    encoder: &EncoderConfig,
+    out_dim: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<StepBench> {
+    let cfg = DinoConfig { encoder: encoder.clone(), out_dim, alpha: 0.5, device, ..DinoConfig::default() };
+    cfg.validate()?;
     let (teacher, mut student, _) = build_models(&cfg)?;
     let set = gaussian_noise_images(batch, 7)?;
     let idx: Vec<usize> = (0..batch).collect();
-    let x = set.batch(&idx)?;
     let cache = teacher_cache(&teacher, &set)?;
+    let x = set.batch(&idx)?.to_device(device)?;
+    let teacher = model_on(&teacher, device)?;
+    crate::nn::to_device(&mut student, device)?;
     let mut opt = AdamW::with_groups(AdamWConfig::default(), method::param_groups(&student, cfg.wd_1d))?;
     let (mut step_s, mut opt_s) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for i in 0..warmup + steps {

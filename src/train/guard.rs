@@ -10,6 +10,9 @@ use crate::run::faults;
 /// The first parameter of `model` (in its order) whose value or gradient is not finite,
 /// and which of the two.
 pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
+    if model.params().iter().any(|(_, p)| p.device() != crate::Device::Cpu) {
+        return first_non_finite_on_device(model);
+    }
     for (name, p) in model.params() {
         if p.contiguous_data().iter().any(|v| !v.is_finite()) {
             return Some((name, "value"));
@@ -31,7 +34,7 @@ pub fn check_step(step: u64, loss: f32, model: &dyn Module) -> Result<()> {
     if faults::armed("nan-grad", step)
         && let Some((_, p)) = model.params().into_iter().next()
     {
-        let g = crate::Tensor::full(p.shape().to_vec(), f32::NAN);
+        let g = crate::Tensor::full(p.shape().to_vec(), f32::NAN).to_device(p.device())?;
         p.set_grad(Some(g))?;
     }
     let bad = first_non_finite(model);
@@ -50,4 +53,42 @@ pub fn check_step(step: u64, loss: f32, model: &dyn Module) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// [`first_non_finite`] for a model on the GPU without reading tensors back: `Σ|x|` of
+/// every value and gradient is summed on the device (NaN and ±inf propagate through
+/// it; finite tensors overflow it only past 3.4e38, itself a divergence) and one scalar
+/// is read back; only when it is not finite are the tensors checked one by one.
+fn first_non_finite_on_device(model: &dyn Module) -> Option<(String, &'static str)> {
+    let checks: Vec<(String, &'static str, crate::Tensor)> = model
+        .params()
+        .into_iter()
+        .flat_map(|(name, p)| {
+            let g = p.grad().map(|g| (name.clone(), "gradient", g));
+            std::iter::once((name, "value", p.detach())).chain(g)
+        })
+        .collect();
+    let abs_sum = |t: &crate::Tensor| t.abs().sum_all();
+    // A failed launch or readback counts as "not finite": the run stops with the error's
+    // parameter named instead of training on unchecked values.
+    let total = crate::no_grad(|| {
+        checks.iter().try_fold(None::<crate::Tensor>, |acc, (_, _, t)| {
+            let s = abs_sum(t);
+            Ok::<_, crate::Error>(Some(match acc {
+                Some(a) => a.add(&s)?,
+                None => s,
+            }))
+        })
+    });
+    if let Ok(Some(t)) = &total
+        && t.item().is_ok_and(f32::is_finite)
+    {
+        return None;
+    }
+    crate::no_grad(|| {
+        checks
+            .iter()
+            .find(|(_, _, t)| !abs_sum(t).item().is_ok_and(f32::is_finite))
+            .map(|(name, kind, _)| (name.clone(), *kind))
+    })
 }
