@@ -308,3 +308,39 @@ fn short_conv_and_glu_in_loop_have_their_gradients() {
     assert_ne!(a, b, "the gate is inside F");
     assert!(FpMambaBlock::new(&MambaConfig { conv_kernel: 0, ..cfg }, &mut Rng::new(0)).is_err());
 }
+
+/// §4.1: the backbone divides FP-Mamba's (and Mamba's) initial `W_out` by √n_layer, and
+/// only that weight: with the same seed, a block built with `out_scale = 0.5` has
+/// exactly half the `out_proj` weight and every other parameter unchanged. The model
+/// sets the factor from its layer count; a bad factor is refused.
+#[test]
+fn out_proj_is_scaled_by_one_over_sqrt_n_layer() {
+    use fixpoint::fpr::{ModelConfig, ModelKind};
+    let cfg = MambaConfig { d_inner: 8, d_state: 3, ..MambaConfig::fp_mamba(4) };
+    let one = FpMambaBlock::new(&cfg, &mut Rng::new(5)).unwrap();
+    let half = FpMambaBlock::new(&MambaConfig { out_scale: 0.5, ..cfg }, &mut Rng::new(5)).unwrap();
+    let (p1, p2) = (one.params(), half.params());
+    assert_eq!(p1.len(), p2.len());
+    let mut seen = false;
+    for ((n1, a), (n2, b)) in p1.iter().zip(&p2) {
+        assert_eq!(n1, n2);
+        let (a, b) = (a.to_vec(), b.to_vec());
+        if n1.starts_with("out_proj") {
+            seen = true;
+            assert!(a.iter().any(|&v| v != 0.0));
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(*y, 0.5 * x, "{n1}");
+            }
+        } else {
+            assert_eq!(a, b, "{n1}");
+        }
+    }
+    assert!(seen, "no out_proj parameter");
+    for kind in [ModelKind::FpMamba, ModelKind::Mamba] {
+        let mc = ModelConfig::new(kind, 10, 4, 8).mamba_config_for(2).unwrap();
+        assert_eq!(mc.out_scale, 0.5, "{kind:?}");
+    }
+    for bad in [0.0, -1.0, f32::NAN] {
+        assert!(FpMambaBlock::new(&MambaConfig { out_scale: bad, ..cfg }, &mut Rng::new(0)).is_err());
+    }
+}

@@ -25,7 +25,7 @@
 //! per sequence there, so [`super::SolveMethod::Parallel`] stays the default.
 
 use super::core::{FpCore, RowScratch, gate_scan_row, mix_row};
-use super::solver::{SolveRun, SolverConfig, SolverState, sample_residual};
+use super::solver::{SolveRun, SolverConfig, SolverState, row_residual};
 use crate::error::{Error, Result};
 
 /// Per (sequence, block): iterations, final best residual, converged.
@@ -129,14 +129,15 @@ impl FpCore {
         let mut pre = vec![0.0f32; if stateful { rows * w } else { 0 }];
         let mut shifted = vec![0.0f32; if stateful { rows * d } else { 0 }];
         let mut coef = vec![0.0f32; cl];
-        let mut cur = vec![0.0f32; rows * d];
-        let mut nxt = vec![0.0f32; rows * d];
+        let mut cur_buf = vec![0.0f32; rows * d];
+        let mut nxt_buf = vec![0.0f32; rows * d];
         for (c, st_out) in stats.iter_mut().enumerate() {
             let t0 = c * block;
             let len = block.min(t_len - t0);
             let (done, _) = hb.split_at(t0 * d);
             let carry: Option<&[f32]> = (t0 > 0).then(|| &done[(t0 - 1) * d..t0 * d]);
-            let (cur, nxt) = (&mut cur[..len * d], &mut nxt[..len * d]);
+            // Ping-pong buffers: an undamped iteration swaps them instead of copying.
+            let (mut cur, mut nxt) = (&mut cur_buf[..len * d], &mut nxt_buf[..len * d]);
             cur.fill(0.0);
             let mut st = SolverState::new(1, cfg);
             while st.should_continue(&run) {
@@ -150,6 +151,7 @@ impl FpCore {
                     sh[d..].copy_from_slice(&cur[..(len - 1) * d]);
                     self.block_pre_activations(b * t_len + t0, sh, &mut pre[..len * w]);
                 }
+                let mut res = 0.0f32;
                 for i in 0..len {
                     let row = b * t_len + t0 + i;
                     let o = row * d;
@@ -165,11 +167,13 @@ impl FpCore {
                     let (prev, rest) = nxt.split_at_mut(i * d);
                     let carry_row = if i == 0 { carry } else { Some(&prev[(i - 1) * d..]) };
                     gate_scan_row(&self.lambda[o..o + d], &rs.v, carry_row, &mut rest[..d]);
+                    // The residual of §2.5 row by row while the row is in L1 (the same
+                    // per-row terms and maximum as `sample_residual`).
+                    res = row_residual(res, &cur[i * d..(i + 1) * d], &rest[..d], cfg.eps);
                 }
-                let res = sample_residual(cur, nxt, d, cfg.eps);
                 let s = st.stepsize[0];
                 if s == 1.0 {
-                    cur.copy_from_slice(nxt);
+                    std::mem::swap(&mut cur, &mut nxt);
                 } else {
                     for (a, &v) in cur.iter_mut().zip(nxt.iter()) {
                         *a = s * v + (1.0 - s) * *a;

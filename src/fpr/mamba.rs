@@ -17,8 +17,9 @@
 //! `mamba` is the same block with `Q ≡ I`, no output dependence of B and C, no
 //! LayerNorm and no `W_zy`: then `F` does not depend on `y` and one step is exact. The
 //! DPLR mixer is allowed here. Backward options as for the FP-RNN block
-//! ([`BackwardMode`]). Δ and A do not depend on y (§8.4). Not implemented: the
-//! `1/√n_layer` scaling of `W_out`.
+//! ([`BackwardMode`]). Δ and A do not depend on y (§8.4). `W_out` is initialised
+//! `U(±1/√D)` times [`MambaConfig::out_scale`], which the model sets to `1/√n_layer`
+//! (§4.1, mamba-ssm's rescaling of the residual projections).
 
 use super::block::{BackwardMode, ShortConv};
 use super::implicit::{AdjointSink, AdjointStats};
@@ -60,6 +61,8 @@ pub struct MambaConfig {
     pub conv_kernel: usize,
     pub norm_eps: f32,
     pub backward: BackwardMode,
+    /// Factor on the initial `W_out` (the backbone uses `1/√n_layer`, §4.1).
+    pub out_scale: f32,
 }
 
 impl MambaConfig {
@@ -82,6 +85,7 @@ impl MambaConfig {
             conv_kernel: 4,
             norm_eps: 1e-6,
             backward: BackwardMode::OneStep,
+            out_scale: 1.0,
         }
     }
     /// Mamba-1: `Q ≡ I`, no y-dependence, no LayerNorm, no `W_zy`.
@@ -166,6 +170,12 @@ impl FpMambaBlock {
             });
         }
         cfg.backward.validate()?;
+        if !(cfg.out_scale > 0.0 && cfg.out_scale.is_finite()) {
+            return Err(Error::InvalidArgument {
+                op: "FpMambaBlock::new",
+                message: format!("out_scale must be finite and positive, got {}", cfg.out_scale),
+            });
+        }
         let in_proj = Linear::new(d, 2 * di, false, rng);
         let conv = cfg.short_conv.then(|| ShortConv::new(di, cfg.conv_kernel, rng));
         let x_proj = Linear::new(di, r + 2 * n, false, rng);
@@ -191,7 +201,12 @@ impl FpMambaBlock {
         let bc_proj = cfg.y_dependence.then(|| Linear::weight_normalized(di, 2 * n, false, rng));
         let norm = cfg.layer_norm.then(|| LayerNorm::new(di, cfg.norm_eps, true));
         let zy_proj = cfg.has_zy().then(|| Linear::weight_normalized(di, di, false, rng));
-        let out_proj = Linear::new(di, d, false, rng);
+        let mut out_proj = Linear::new(di, d, false, rng);
+        if cfg.out_scale != 1.0 {
+            for (_, w) in out_proj.params_mut() {
+                w.update_data(|v| v.iter_mut().for_each(|x| *x *= cfg.out_scale));
+            }
+        }
         let mut blk = FpMambaBlock {
             cfg: *cfg,
             in_proj,

@@ -201,6 +201,7 @@ impl ModelConfig {
             short_conv: self.short_conv,
             glu_in_loop: self.glu_in_loop,
             backward: self.layer_backward.get(layer).copied().unwrap_or(self.backward),
+            out_scale: 1.0 / (self.n_layers.max(1) as f32).sqrt(),
             ..base
         })
     }

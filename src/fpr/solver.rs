@@ -351,13 +351,15 @@ fn row_diff_norm(a: &[f32], n: &[f32]) -> (f32, f32) {
 }
 
 /// Relative residual of one sample: `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)`.
-pub(crate) fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
-    let mut worst = 0.0f32;
-    for (a, n) in y.chunks_exact(dim.max(1)).zip(y_new.chunks_exact(dim.max(1))) {
-        let (diff, norm) = row_diff_norm(a, n);
-        worst = nan_max(worst, diff / (norm + eps));
-    }
-    worst
+fn sample_residual(y: &[f32], y_new: &[f32], dim: usize, eps: f32) -> f32 {
+    y.chunks_exact(dim.max(1)).zip(y_new.chunks_exact(dim.max(1))).fold(0.0, |w, (a, n)| row_residual(w, a, n, eps))
+}
+
+/// `max(worst, ‖a − n‖_∞ / (‖n‖_∞ + eps))` for one row, NaN winning.
+#[inline]
+pub(crate) fn row_residual(worst: f32, a: &[f32], n: &[f32], eps: f32) -> f32 {
+    let (diff, norm) = row_diff_norm(a, n);
+    nan_max(worst, diff / (norm + eps))
 }
 
 /// Per-sample relative residuals `max_t ‖y_t − y_new,t‖_∞ / (‖y_new,t‖_∞ + eps)` of
