@@ -24,7 +24,7 @@
 //! of the paper only with `lmax` large enough to converge: a cap applies per block here,
 //! per sequence there, so [`super::SolveMethod::Parallel`] stays the default.
 
-use super::core::{FpCore, RowScratch, gate_scan_row, mix_row};
+use super::core::{FpCore, RowScratch, mix_gate_row};
 use super::solver::{SolveRun, SolverConfig, SolverState, row_residual};
 use crate::error::{Error, Result};
 
@@ -163,10 +163,10 @@ impl FpCore {
                         }
                         None => &[],
                     };
-                    mix_row(k, c, &self.bx[o..o + d], &cur[i * d..(i + 1) * d], &mut rs);
                     let (prev, rest) = nxt.split_at_mut(i * d);
                     let carry_row = if i == 0 { carry } else { Some(&prev[(i - 1) * d..]) };
-                    gate_scan_row(&self.lambda[o..o + d], &rs.v, carry_row, &mut rest[..d]);
+                    let (bx, hr, lam) = (&self.bx[o..o + d], &cur[i * d..(i + 1) * d], &self.lambda[o..o + d]);
+                    mix_gate_row(k, c, (bx, hr, lam), carry_row, (&mut rs.v, &mut rs.scratch), &mut rest[..d]);
                     // The residual of §2.5 row by row while the row is in L1 (the same
                     // per-row terms and maximum as `sample_residual`).
                     res = row_residual(res, &cur[i * d..(i + 1) * d], &rest[..d], cfg.eps);

@@ -121,10 +121,9 @@ impl FpCore {
                     let mut prev: Option<usize> = None;
                     for (t, o) in (0..self.time).map(|t| t * self.dim).enumerate() {
                         let row = row0 + t;
-                        self.mixed_row(row, h, pre, &mut rs);
                         let (done, rest) = seq.split_at_mut(o);
                         let carry = prev.map(|p| &done[p..p + self.dim]);
-                        gate_scan_row(&self.lambda[row * self.dim..][..self.dim], &rs.v, carry, &mut rest[..self.dim]);
+                        self.mixed_gated_row(row, h, pre, &mut rs, carry, &mut rest[..self.dim]);
                         prev = Some(o);
                     }
                 }
@@ -189,25 +188,48 @@ impl FpCore {
         scan_forward(ScanKernel::Auto, &spec, &self.lambda, &ws.u_scan, None, out)
     }
 
+    /// The mixer coefficients of `row`: the fixed ones, or computed from its
+    /// pre-activations into `coef` (empty for the identity mixer).
+    #[inline]
+    fn row_coefficients<'a>(&'a self, row: usize, pre: &[f32], coef: &'a mut [f32], scratch: &mut [f32]) -> &'a [f32] {
+        let k = &self.mixer;
+        let cl = k.coef_len();
+        match (&self.fixed, k) {
+            (_, MixerKernel::Identity) => &[],
+            (Some(f), _) => &f[row * cl..][..cl],
+            (None, _) => {
+                k.coefficients_row(&pre[row * k.width()..][..k.width()], coef, scratch);
+                coef
+            }
+        }
+    }
+
     /// `rs.v = Q (b⊙x − h) + h` for one row (`b⊙x` for the identity mixer).
     #[inline]
     fn mixed_row(&self, row: usize, h: &[f32], pre: &[f32], rs: &mut RowScratch) {
-        let (d, k) = (self.dim, &self.mixer);
-        let o = row * d;
-        if let MixerKernel::Identity = k {
-            rs.v.copy_from_slice(&self.bx[o..o + d]);
-            return;
-        }
-        let cl = k.coef_len();
-        let c: &[f32] = match &self.fixed {
-            Some(f) => &f[row * cl..][..cl],
-            None => {
-                k.coefficients_row(&pre[row * k.width()..][..k.width()], &mut rs.coef, &mut rs.scratch);
-                &rs.coef
-            }
-        };
-        let RowScratch { v, scratch, .. } = rs;
-        mix_row_into(k, c, &self.bx[o..o + d], &h[o..o + d], v, scratch);
+        let o = row * self.dim;
+        let RowScratch { v, coef, scratch } = rs;
+        let c = self.row_coefficients(row, pre, coef, scratch);
+        mix_row_into(&self.mixer, c, &self.bx[o..o + self.dim], &h[o..o + self.dim], v, scratch);
+    }
+
+    /// `out = λ ⊙ carry + (1 − λ) ⊙ (Q (b⊙x − h) + h)` for one row: [`FpCore::mixed_row`]
+    /// then [`gate_scan_row`], bit for bit, in one fewer pass for the Householder mixer.
+    #[inline]
+    fn mixed_gated_row(
+        &self,
+        row: usize,
+        h: &[f32],
+        pre: &[f32],
+        rs: &mut RowScratch,
+        carry: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let (o, d) = (row * self.dim, self.dim);
+        let RowScratch { v, coef, scratch } = rs;
+        let c = self.row_coefficients(row, pre, coef, scratch);
+        let rows = (&self.bx[o..o + d], &h[o..o + d], &self.lambda[o..o + d]);
+        mix_gate_row(&self.mixer, c, rows, carry, (v, scratch), out);
     }
 
     /// The mixer coefficients of every row, when `Q` does not depend on `h`.
@@ -385,15 +407,27 @@ fn lu_solve(m: &mut [f64], rhs: &mut [f64], d: usize) -> Result<()> {
 /// Per-task buffers of [`FpCore::step`]: one row's mixed input, coefficients and scratch.
 pub(super) struct RowScratch {
     pub(super) v: Vec<f32>,
-    coef: Vec<f32>,
+    pub(super) coef: Vec<f32>,
     pub(super) scratch: Vec<f32>,
 }
 
-/// `v = Q (b⊙x − h) + h` for one row with coefficients `c` (`b⊙x` for the identity mixer).
+/// `out = λ ⊙ carry + (1 − λ) ⊙ (Q (b⊙x − h) + h)` for one row with coefficients `c`
+/// (the same arithmetic as [`FpCore::step`]'s row).
 #[inline]
-pub(super) fn mix_row(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], rs: &mut RowScratch) {
-    let RowScratch { v, scratch, .. } = rs;
+pub(super) fn mix_gate_row(
+    k: &MixerKernel,
+    c: &[f32],
+    (bx, hr, lam): (&[f32], &[f32], &[f32]),
+    carry: Option<&[f32]>,
+    (v, scratch): (&mut [f32], &mut [f32]),
+    out: &mut [f32],
+) {
+    if let MixerKernel::Householder(hk) = k {
+        let (u, a) = c.split_at(hk.rank * out.len());
+        return super::mixer::householder_mix_gate_row(u, a, hk.alpha_scale, bx, hr, lam, carry, v, out);
+    }
     mix_row_into(k, c, bx, hr, v, scratch);
+    gate_scan_row(lam, v, carry, out);
 }
 
 #[inline]
@@ -403,6 +437,10 @@ fn mix_row_into(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], v: &mut [f32
         return;
     }
     let d = v.len();
+    if let MixerKernel::Householder(hk) = k {
+        let (u, a) = c.split_at(hk.rank * d);
+        return super::mixer::householder_mix_row(u, a, hk.alpha_scale, bx, hr, v);
+    }
     let (bx, hr) = (&bx[..d], &hr[..d]);
     for j in 0..d {
         v[j] = bx[j] - hr[j];

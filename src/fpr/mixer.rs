@@ -96,13 +96,24 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
 /// with exactly the accumulation order of [`dot_lanes`] (0 when `w` is None).
 #[inline(always)]
 fn axpy_dot(c: f32, u: &[f32], v: &mut [f32], w: Option<&[f32]>) -> f32 {
+    row_pass(v, w, |j, v| wide::f32x8::splat(c).mul_add(lanes(u, j), lanes(v, j)), |j, v| c.mul_add(u[j], v[j]))
+}
+
+/// One pass over a row: `v_j ← f(j)` (8 lanes at a time, `f1` for the scalar tail) and
+/// `w · v` of the new values, accumulated in the order of [`dot_lanes`].
+#[inline(always)]
+fn row_pass(
+    v: &mut [f32],
+    w: Option<&[f32]>,
+    f8: impl Fn(usize, &[f32]) -> wide::f32x8,
+    f1: impl Fn(usize, &[f32]) -> f32,
+) -> f32 {
     let n = v.len();
     let (nb, n8) = (n / DOT_BLOCK * DOT_BLOCK, n / 8 * 8);
-    let cv = wide::f32x8::splat(c);
     let mut acc = [wide::f32x8::ZERO; 4];
     let mut j = 0;
     let step = |j: usize, acc: &mut wide::f32x8, v: &mut [f32]| {
-        let nv = cv.mul_add(lanes(u, j), lanes(v, j));
+        let nv = f8(j, v);
         v[j..j + 8].copy_from_slice(&nv.to_array());
         if let Some(w) = w {
             *acc = lanes(w, j).mul_add(nv, *acc);
@@ -120,13 +131,98 @@ fn axpy_dot(c: f32, u: &[f32], v: &mut [f32], w: Option<&[f32]>) -> f32 {
     }
     let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])).reduce_add();
     while j < n {
-        v[j] = c.mul_add(u[j], v[j]);
+        v[j] = f1(j, v);
         if let Some(w) = w {
             s = w[j].mul_add(v[j], s);
         }
         j += 1;
     }
     s
+}
+
+/// `v = H_r ⋯ H_1 (bx − h) + h` for one row: the same arithmetic as `v = bx − h`,
+/// [`householder_row`], `v += h` (bit for bit), in `r + 1` passes instead of `r + 3`: the
+/// difference shares a pass with the first dot product and the last update with `+ h`.
+#[inline]
+pub fn householder_mix_row(u: &[f32], alpha: &[f32], scale: f32, bx: &[f32], h: &[f32], v: &mut [f32]) {
+    let d = v.len();
+    let (bx, h) = (&bx[..d], &h[..d]);
+    let r = alpha.len();
+    if r == 0 {
+        for j in 0..d {
+            v[j] = (bx[j] - h[j]) + h[j];
+        }
+        return;
+    }
+    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
+    for i in 0..r {
+        let c = -(scale * alpha[i] * dot);
+        let ui = &u[i * d..(i + 1) * d];
+        dot = if i + 1 < r {
+            axpy_dot(c, ui, v, Some(&u[(i + 1) * d..(i + 2) * d]))
+        } else {
+            let cv = wide::f32x8::splat(c);
+            row_pass(
+                v,
+                None,
+                |j, v| cv.mul_add(lanes(ui, j), lanes(v, j)) + lanes(h, j),
+                |j, v| c.mul_add(ui[j], v[j]) + h[j],
+            )
+        };
+    }
+}
+
+/// [`householder_mix_row`] followed by the gate and one scan step,
+/// `out = λ ⊙ carry + (1 − λ) ⊙ x̃` (carry zero when None), with the last reflection,
+/// `+ h`, the gate and the scan step in one pass (`r + 1` passes in all); `v` is
+/// scratch. Bit for bit the separate steps (the scan kernel's `λ.mul_add(carry, (1 − λ)·x̃)`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn householder_mix_gate_row(
+    u: &[f32],
+    alpha: &[f32],
+    scale: f32,
+    bx: &[f32],
+    h: &[f32],
+    lam: &[f32],
+    carry: Option<&[f32]>,
+    v: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = out.len();
+    let (bx, h, lam, v) = (&bx[..d], &h[..d], &lam[..d], &mut v[..d]);
+    let r = alpha.len();
+    let one = wide::f32x8::splat(1.0);
+    let gate8 = |j: usize, x: wide::f32x8, out: &mut [f32]| {
+        let l = lanes(lam, j);
+        let c = carry.map_or(wide::f32x8::ZERO, |c| lanes(c, j));
+        out[j..j + 8].copy_from_slice(&l.mul_add(c, (one - l) * x).to_array());
+    };
+    let gate1 = |j: usize, x: f32| lam[j].mul_add(carry.map_or(0.0, |c| c[j]), (1.0 - lam[j]) * x);
+    let n8 = d / 8 * 8;
+    if r == 0 {
+        for j in (0..n8).step_by(8) {
+            gate8(j, (lanes(bx, j) - lanes(h, j)) + lanes(h, j), out);
+        }
+        for j in n8..d {
+            out[j] = gate1(j, (bx[j] - h[j]) + h[j]);
+        }
+        return;
+    }
+    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
+    for i in 0..r - 1 {
+        let c = -(scale * alpha[i] * dot);
+        dot = axpy_dot(c, &u[i * d..(i + 1) * d], v, Some(&u[(i + 1) * d..(i + 2) * d]));
+    }
+    let c = -(scale * alpha[r - 1] * dot);
+    let ul = &u[(r - 1) * d..r * d];
+    let cv = wide::f32x8::splat(c);
+    for j in (0..n8).step_by(8) {
+        gate8(j, cv.mul_add(lanes(ul, j), lanes(v, j)) + lanes(h, j), out);
+    }
+    for j in n8..d {
+        out[j] = gate1(j, c.mul_add(ul[j], v[j]) + h[j]);
+    }
 }
 
 /// Backward of [`householder_row`] for one row: given the forward input `v` and the
