@@ -252,3 +252,36 @@ fn chunked_solve_is_thread_independent_and_checks_its_arguments() {
     assert!(core.solve_chunked(&cfg, 0, 8).is_err());
     assert!(core.solve_chunked(&cfg, 10, 0).is_err());
 }
+
+/// The solver's step with its residuals taken in the same pass: the same `F(h)` as
+/// `step` and the same per-sequence residuals as the solver's separate residual pass,
+/// bit for bit, at 1, 2 and 3 threads (3 sequences take the two-pass path at 4+), and a
+/// wrong residual length is an error.
+#[test]
+fn step_with_residuals_matches_step_and_residuals() {
+    for state in [false, true] {
+        let ranges = Ranges { lambda: (0.3, 0.95), alpha_pre: (-2.0, 2.0), w_h_gain: state.then_some(0.7) };
+        let mut rng = Rng::new(77);
+        let p = Problem::random(5, 29, 19, 2, 2.0, &ranges, &mut rng);
+        let h: Vec<f32> = (0..5 * 29 * 19).map(|_| rng.range(-1.0, 1.0)).collect();
+        let core = p.core();
+        for threads in [1, 2, 3] {
+            fixpoint::cpu::par::with_threads(Some(threads), || {
+                let mut ws = fixpoint::fpr::Workspace::default();
+                let mut want = vec![0.0f32; h.len()];
+                core.step(&h, &mut want, &mut ws).unwrap();
+                let mut want_res = vec![0.0f32; 5];
+                fixpoint::fpr::solver::residuals(&h, &want, 29, 19, 1e-8, &mut want_res);
+                let mut got = vec![f32::NAN; h.len()];
+                let mut res = vec![f32::NAN; 5];
+                core.step_with_residuals(&h, &mut got, &mut ws, 1e-8, &mut res).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "state {state} threads {threads}");
+                assert_eq!(bits(&res), bits(&want_res), "state {state} threads {threads}");
+                assert!(want_res.iter().all(|&r| r > 0.0 && r.is_finite()));
+                assert!(core.step_with_residuals(&h, &mut got, &mut ws, 1e-8, &mut [0.0; 4]).is_err());
+            })
+            .unwrap();
+        }
+    }
+}

@@ -18,7 +18,7 @@
 //! ```
 
 use super::mixer::{MixerKernel, rows_per_task};
-use super::solver::{SolveRun, SolveShape, SolveStats, SolverConfig, solve};
+use super::solver::{SolveRun, SolveShape, SolveStats, SolverConfig};
 use crate::error::{Error, Result};
 use crate::ops::scan::{ScanKernel, ScanSpec, scan_forward};
 use rayon::prelude::*;
@@ -102,32 +102,79 @@ impl FpCore {
     /// than threads, rows are mixed in parallel and then scanned (the same arithmetic,
     /// so the result does not depend on the path or the thread count).
     pub fn step(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace) -> Result<()> {
+        self.step_impl(h, out, ws, None)
+    }
+
+    /// [`FpCore::step`] and, per sequence, the solver's relative residual
+    /// `max_t ‖h_t − out_t‖_∞ / (‖out_t‖_∞ + eps)` into `res` (`B` values), taken row by
+    /// row in the same pass while each row is in L1 (bit for bit
+    /// [`super::solver::residuals`] of `h` and `out`).
+    pub fn step_with_residuals(
+        &self,
+        h: &[f32],
+        out: &mut [f32],
+        ws: &mut Workspace,
+        eps: f32,
+        res: &mut [f32],
+    ) -> Result<()> {
+        if res.len() != self.batch {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::step_with_residuals",
+                message: format!("res holds {} values for {} sequences", res.len(), self.batch),
+            });
+        }
+        self.step_impl(h, out, ws, Some((eps, res)))
+    }
+
+    fn step_impl(&self, h: &[f32], out: &mut [f32], ws: &mut Workspace, res: Option<(f32, &mut [f32])>) -> Result<()> {
         let _p = crate::profile::fwd("fp_step");
         if !self.begin("FpCore::step", h, out, ws)? {
+            if let Some((_, r)) = res {
+                r.fill(0.0);
+            }
             return Ok(());
         }
         let k = &self.mixer;
+        let (per, d) = (self.time * self.dim, self.dim);
         if self.batch < crate::cpu::par::threads() {
-            return self.two_pass(h, out, ws);
+            self.two_pass(h, out, ws)?;
+            if let Some((eps, r)) = res {
+                super::solver::residuals(h, out, self.time, d, eps, r);
+            }
+            return Ok(());
         }
-        let per = self.time * self.dim;
-        {
-            let pre = &ws.pre;
-            let seqs = rows_per_task(per * (k.coef_len() + 4 * self.dim).div_ceil(self.dim.max(1)));
-            crate::cpu::par::for_row_chunks_mut(out, per, seqs, crate::cpu::par::ELEMWISE_MIN, |b0, chunk| {
-                let mut rs = RowScratch::new(k, self.dim);
-                for (i, seq) in chunk.chunks_exact_mut(per).enumerate() {
-                    let row0 = (b0 + i) * self.time;
-                    let mut prev: Option<usize> = None;
-                    for (t, o) in (0..self.time).map(|t| t * self.dim).enumerate() {
-                        let row = row0 + t;
-                        let (done, rest) = seq.split_at_mut(o);
-                        let carry = prev.map(|p| &done[p..p + self.dim]);
-                        self.mixed_gated_row(row, h, pre, &mut rs, carry, &mut rest[..self.dim]);
-                        prev = Some(o);
-                    }
+        let pre = &ws.pre;
+        let seqs = rows_per_task(per * (k.coef_len() + 4 * d).div_ceil(d.max(1)));
+        let eps = res.as_ref().map_or(0.0, |r| r.0);
+        let mut scratch_res = Vec::new();
+        let res: &mut [f32] = match res {
+            Some((_, r)) => r,
+            None => {
+                scratch_res.resize(self.batch, 0.0);
+                &mut scratch_res
+            }
+        };
+        // One task per group of `seqs` sequences (a function of the sizes only).
+        let task = |g: usize, (chunk, rg): (&mut [f32], &mut [f32])| {
+            let mut rs = RowScratch::new(k, d);
+            for (i, (seq, r)) in chunk.chunks_exact_mut(per).zip(rg.iter_mut()).enumerate() {
+                let row0 = (g * seqs + i) * self.time;
+                let mut worst = 0.0f32;
+                for t in 0..self.time {
+                    let (row, o) = (row0 + t, t * d);
+                    let (done, rest) = seq.split_at_mut(o);
+                    let carry = (t > 0).then(|| &done[o - d..o]);
+                    self.mixed_gated_row(row, h, pre, &mut rs, carry, &mut rest[..d]);
+                    worst = super::solver::row_residual(worst, &h[row * d..(row + 1) * d], &rest[..d], eps);
                 }
-            });
+                *r = worst;
+            }
+        };
+        if out.len() < crate::cpu::par::ELEMWISE_MIN || crate::cpu::par::threads() == 1 {
+            out.chunks_mut(per * seqs).zip(res.chunks_mut(seqs)).enumerate().for_each(|(g, w)| task(g, w));
+        } else {
+            use rayon::prelude::*;
+            out.par_chunks_mut(per * seqs).zip(res.par_chunks_mut(seqs)).enumerate().for_each(|(g, w)| task(g, w));
         }
         Ok(())
     }
@@ -255,7 +302,9 @@ impl FpCore {
     /// `Q ≡ I` this takes two iterations: the second confirms the first with residual 0.)
     pub fn solve(&self, cfg: &SolverConfig, run: &SolveRun, h0: Option<&[f32]>) -> Result<(Vec<f32>, SolveStats)> {
         let mut ws = Workspace::default();
-        solve(self.shape(), cfg, run, h0, |h, out| self.step(h, out, &mut ws))
+        super::solver::solve_with(self.shape(), cfg, run, h0, |h, out, res| {
+            self.step_with_residuals(h, out, &mut ws, cfg.eps, res)
+        })
     }
 
     /// The fixed point token by token with explicit dense matrices (f64 inside): for

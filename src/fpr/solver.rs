@@ -426,6 +426,23 @@ pub fn solve(
     y0: Option<&[f32]>,
     mut f: impl FnMut(&[f32], &mut [f32]) -> Result<()>,
 ) -> Result<(Vec<f32>, SolveStats)> {
+    solve_with(shape, cfg, run, y0, |y, out, res| {
+        f(y, out)?;
+        residuals(y, out, shape.time, shape.dim, cfg.eps, res);
+        Ok(())
+    })
+}
+
+/// [`solve`] with a map that also writes the per-sample residuals of its step:
+/// `f(y, out, res)` writes `F(y)` into `out` and `residuals(y, out)` (with `cfg.eps`)
+/// into `res` (`B` values), e.g. in the same pass over memory.
+pub fn solve_with(
+    shape: SolveShape,
+    cfg: &SolverConfig,
+    run: &SolveRun,
+    y0: Option<&[f32]>,
+    mut f: impl FnMut(&[f32], &mut [f32], &mut [f32]) -> Result<()>,
+) -> Result<(Vec<f32>, SolveStats)> {
     let _p = crate::profile::fwd("fp_solve");
     cfg.validate()?;
     if run.lmax == 0 {
@@ -447,8 +464,7 @@ pub fn solve(
     let mut st = SolverState::new(shape.batch, cfg);
     let per = shape.time * shape.dim;
     while st.should_continue(run) {
-        f(&y, &mut y_new)?;
-        residuals(&y, &y_new, shape.time, shape.dim, cfg.eps, &mut res);
+        f(&y, &mut y_new, &mut res)?;
         if st.stepsize.iter().all(|&s| s == 1.0) {
             // Undamped: the new iterate replaces the old one (F overwrites all of `y_new`).
             std::mem::swap(&mut y, &mut y_new);
