@@ -189,8 +189,7 @@ fn join(op: &'static str, tensors: &[&Tensor], outer: usize, chunks: Vec<usize>,
         shapes: tensors.iter().map(|t| t.shape_obj().clone()).collect(),
     };
     if Tensor::common_device(op, tensors)? == crate::Device::Gpu {
-        let total = chunks.iter().sum();
-        let out = on_gpu!(op, index::join(op, tensors, outer, &chunks, total))?;
+        let out = on_gpu!(op, index::join(op, tensors, outer, &chunks, chunks.iter().sum()))?;
         return Ok(Tensor::from_storage_op(out, out_shape, tensors, backward));
     }
     let datas: Vec<_> = tensors.iter().map(|t| t.contiguous_data()).collect();
