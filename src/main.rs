@@ -856,8 +856,10 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.prec$}"))
 }
 
-fn cmd_fprnn(a: &FprnnArgs) -> CliResult<()> {
-    let c = fprnn_config(a)?;
+fn cmd_fprnn(a: &FprnnArgs, device: fixpoint::Device) -> CliResult<()> {
+    let c = FprnnConfig { device, ..fprnn_config(a)? };
+    // Before the run directory exists (a model without a GPU path is refused here).
+    c.validate().map_err(|e| e.to_string())?;
     let mut config = c.to_json();
     config["preset"] = json!(if a.quick { "quick" } else { "custom" });
     config["threads"] = json!(rayon::current_num_threads());
@@ -1605,10 +1607,9 @@ fn check_device(device: fixpoint::Device, command: &Command) -> CliResult<()> {
         return Ok(());
     }
     let job = match command {
-        // The job checks its model (only the MLP student runs on the GPU).
-        Command::Dino(_) => None,
+        // The jobs check their models (on the GPU: the MLP student; fp-rnn and diagonal).
+        Command::Dino(_) | Command::Fprnn(_) => None,
         Command::Mlp(_) => Some("mlp"),
-        Command::Fprnn(_) => Some("fprnn"),
         Command::Reproduce(_) => Some("reproduce"),
         Command::Tickets(_) => Some("tickets"),
         Command::Lmc(_) => Some("lmc"),
@@ -1620,7 +1621,8 @@ fn check_device(device: fixpoint::Device, command: &Command) -> CliResult<()> {
         None => Ok(()),
         Some(job) => Err(format!(
             "--device gpu: the `{job}` job does not run on the GPU yet (on the GPU: `fixpoint dino --student mlp`, \
-             `fixpoint bench gpu`, and the library's ops through Tensor::to_device / nn::to_device)"
+             `fixpoint fprnn --model fp-rnn|diagonal`, `fixpoint bench gpu`, and the library's ops through \
+             Tensor::to_device / nn::to_device)"
         )),
     }
 }
@@ -1720,7 +1722,7 @@ fn main() -> ExitCode {
     let result = fixpoint::cpu::par::with_threads(threads, || match &cli.command {
         Command::Mlp(a) => cmd_mlp(a),
         Command::Dino(a) => cmd_dino(a, cli.device),
-        Command::Fprnn(a) => cmd_fprnn(a),
+        Command::Fprnn(a) => cmd_fprnn(a, cli.device),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Tickets(a) => fixpoint::train::tickets::analysis_cli(a, false),
         Command::Lmc(a) => fixpoint::train::tickets::analysis_cli(a, true),

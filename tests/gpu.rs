@@ -29,9 +29,22 @@
 //! - gradient-norm clipping (the GPU sums squares in f32 trees, the CPU in f64): the
 //!   norm 1e-5 relative, the clipped gradients 1e-5 / 1e-7.
 //!
+//! - index ops (narrow backward, concat / stack, shift, embedding forward and
+//!   backward): bit-exact (copies; the embedding's scatter-add sums each row in the
+//!   CPU's order, positions ascending from 0);
+//! - the FP-RNN fixed point (the GPU iterates the block's tensor-op step, the CPU its
+//!   fused host kernel: the same map with per-step rounding ~1e-7 relative, which the
+//!   contraction amplifies by at most 1/(1 − L) and both run the same iteration count):
+//!   1e-4 relative plus 1e-5 absolute on states of size ~0.1 (observed: 1.5e-8);
+//!   iteration counts equal.
+//!
 //! Training jobs: per-step losses of the DINO job within 1e-5 relative (O(1) losses,
 //! three steps of rounding differences), KLs within 1e-6 absolute (the GPU's KL is f32:
 //! log-probabilities near −log m carry ~5e-7 rounding, weighted by p summing to 1).
+//! FP-RNN job (`fprnn`, fp-rnn and diagonal): per-step losses within 1e-4 relative
+//! (O(1) losses; the fixed point's tolerance above, then AdamW's normalised updates
+//! over three steps), the same solver iteration counts; a checkpoint restored on the
+//! GPU continues bit-identically to the run that saved it.
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -124,9 +137,9 @@ fn gpu_to_device_round_trip_and_mixed_device_error() {
     assert_eq!(grad.to_vec(), x.to_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>());
     // Ops without a GPU kernel refuse GPU tensors with a typed error (no silent copy).
     let unsupported = |op| Error::Unsupported { op, device: Device::Gpu };
-    assert_eq!(Tensor::concat(&[&g, &g], 0).unwrap_err(), unsupported("concat"));
+    assert_eq!(g.index_select(0, &[1, 0]).unwrap_err(), unsupported("index_select"));
     assert_eq!(g.logsumexp(&[1], false).unwrap_err(), unsupported("logsumexp"));
-    assert!(unsupported("concat").to_string().contains("to_device"));
+    assert!(unsupported("index_select").to_string().contains("to_device"));
     // max on the GPU is forward only; recording it is a typed error.
     let p = to_gpu(&x).requires_grad_();
     assert_eq!(p.max(&[1], false).unwrap_err(), Error::Unsupported { op: "max backward", device: Device::Gpu });
@@ -637,4 +650,161 @@ fn gpu_unsupported_models_are_refused_in_one_line() {
     assert!(!out.status.success());
     assert_eq!(err.trim_end().lines().count(), 1, "{stderr}");
     assert!(err.contains("vit") && err.contains("GPU"), "{err}");
+}
+
+#[test]
+fn gpu_index_ops_parity() {
+    if !gpu("gpu_index_ops_parity") {
+        return;
+    }
+    let mut rng = Rng::new(16).stream("index");
+    let mut r = |s: &[usize]| rand_tensor(s, -1.0, 1.0, &mut rng);
+    // concat along each axis (odd sizes, size-1 axes, a transposed operand) and stack.
+    let (a, b, c) = (r(&[2, 7, 5]), r(&[2, 3, 5]), r(&[5, 1, 2]));
+    parity("concat axis 1", &[a.clone(), b.clone(), c.clone()], 0.0, 0.0, |x| {
+        Tensor::concat(&[&x[0], &x[1], &x[2].permute(&[2, 1, 0])?], 1)
+    });
+    parity("concat axis 0", &[r(&[1, 7, 5]), r(&[4, 7, 5])], 0.0, 0.0, |x| Tensor::concat(&[&x[0], &x[1]], 0));
+    parity("concat axis -1", &[r(&[2, 7, 1]), r(&[2, 7, 65])], 0.0, 0.0, |x| Tensor::concat(&[&x[0], &x[1]], -1));
+    parity("stack", &[r(&[3, 7]), r(&[3, 7]), r(&[3, 7])], 0.0, 0.0, |x| Tensor::stack(&[&x[0], &x[1], &x[2]], 1));
+    // narrow (its backward scatters into zeros), also of a transposed view.
+    let x = r(&[4, 7, 65]);
+    parity("narrow", std::slice::from_ref(&x), 0.0, 0.0, |x| x[0].narrow(1, 2, 3));
+    parity("narrow of a view", std::slice::from_ref(&x), 0.0, 0.0, |x| x[0].transpose(0, 2)?.narrow(0, 63, 2));
+    // shift both ways, by nothing, by the whole axis and past it.
+    for (axis, k) in [(1, 1), (1, -2), (1, 0), (1, 7), (1, 9), (1, -9), (0, 1), (-1, 3)] {
+        parity(&format!("shift axis {axis} by {k}"), std::slice::from_ref(&a), 0.0, 0.0, |x| x[0].shift(axis, k));
+    }
+    parity("shift of a view", std::slice::from_ref(&a), 0.0, 0.0, |x| x[0].transpose(1, 2)?.shift(1, 1));
+    // embedding: repeated ids (the gradient sums rows), odd vocab and width, vocab 1.
+    let mut ids_rng = Rng::new(17).stream("ids");
+    let ids: Vec<usize> = (0..27).map(|_| ids_rng.below(5) * 13).collect();
+    parity("embedding", &[r(&[65, 7])], 0.0, 0.0, |x| x[0].embedding(&ids, &[3, 9]));
+    parity("embedding vocab 1", &[r(&[1, 3])], 0.0, 0.0, |x| x[0].embedding(&[0, 0, 0, 0], &[4]));
+}
+
+#[test]
+fn gpu_fixed_point_matches_cpu() {
+    if !gpu("gpu_fixed_point_matches_cpu") {
+        return;
+    }
+    use fixpoint::fpr::{BlockConfig, FpRnnBlock, MixerKind, SolveRun, SolverConfig};
+    let mut rng = Rng::new(18).stream("block");
+    let undamped = SolverConfig { threshold: 1e-4, ..SolverConfig::default() };
+    let damped = SolverConfig { threshold: 1e-4, stepsize: 0.8, decay: 0.9, patience: 2, ..SolverConfig::default() };
+    let run = SolveRun { quantile: 1.0, lmax: 300 };
+    for (b, t, d, di, rank) in [(3, 9, 6, 12, 2), (2, 33, 5, 7, 1), (1, 1, 1, 1, 1)] {
+        for alpha_scale in [1.0, 2.0] {
+            let mixer = MixerKind::Householder { rank, alpha_scale };
+            let bc = BlockConfig { d_inner: di, mixer, ..BlockConfig::new(d) };
+            let block = FpRnnBlock::new(&bc, &mut rng).unwrap();
+            let mut on_gpu = block.clone();
+            fixpoint::nn::to_device(&mut on_gpu, Device::Gpu).unwrap();
+            let u = rand_tensor(&[b, t, d], -1.0, 1.0, &mut rng);
+            let (ic, ig) = (block.prepare(&u).unwrap(), on_gpu.prepare(&to_gpu(&u)).unwrap());
+            for cfg in [undamped, damped] {
+                let what = format!("fixed point b{b} t{t} d{di} r{rank} scale {alpha_scale} step {}", cfg.stepsize);
+                let (hc, sc) = block.fixed_point(&ic, &cfg, &run).unwrap();
+                let (hg, sg) = on_gpu.fixed_point(&ig, &cfg, &run).unwrap();
+                close(&what, &hg, &hc, 1e-5, 1e-4);
+                assert_eq!(sg.iterations, sc.iterations, "{what}: iterations");
+                assert_eq!(sg.sample_iterations, sc.sample_iterations, "{what}: per-sample iterations");
+                assert_eq!(sg.converged, sc.converged, "{what}: converged");
+                assert_eq!(sg.stepsize, sc.stepsize, "{what}: steps");
+                assert!(sc.iterations > 1, "{what}: the solve iterates");
+            }
+        }
+    }
+    // The diagonal block (Q ≡ I) skips the solver: zeros on the GPU, one exact iteration.
+    let bc = BlockConfig { mixer: MixerKind::Identity, ..BlockConfig::new(4) };
+    let mut diag = FpRnnBlock::new(&bc, &mut rng).unwrap();
+    fixpoint::nn::to_device(&mut diag, Device::Gpu).unwrap();
+    let inp = diag.prepare(&to_gpu(&rand_tensor(&[2, 5, 4], -1.0, 1.0, &mut rng))).unwrap();
+    let (h, s) = diag.fixed_point(&inp, &undamped, &run).unwrap();
+    assert_eq!(h.device(), Device::Gpu);
+    assert!(h.to_vec().iter().all(|&v| v == 0.0));
+    assert_eq!((s.iterations, s.converged), (1, true));
+}
+
+/// A tiny `fprnn` job on `device`.
+fn fprnn_tiny(model: fixpoint::fpr::ModelKind, device: Device) -> fixpoint::train::FprnnConfig {
+    let mut c = fixpoint::train::FprnnConfig::new(fixpoint::tasks::Task::parse("a4").unwrap(), model);
+    (c.d_model, c.d_inner, c.rank, c.batch, c.steps, c.warmup) = (16, 32, 2, 8, 6, 1);
+    (c.eval_count, c.eval_batch, c.val_every, c.val_count, c.device) = (6, 4, 0, 4, device);
+    c
+}
+
+#[test]
+fn gpu_fprnn_job_steps_match_cpu() {
+    if !gpu("gpu_fprnn_job_steps_match_cpu") {
+        return;
+    }
+    use fixpoint::fpr::ModelKind;
+    use fixpoint::nn::Module;
+    use fixpoint::run::Checkpoint;
+    use fixpoint::train::FprnnTrainer;
+    for model in [ModelKind::FpRnn, ModelKind::Diagonal] {
+        let mut cpu = FprnnTrainer::new(&fprnn_tiny(model, Device::Cpu)).unwrap();
+        let mut gpu = FprnnTrainer::new(&fprnn_tiny(model, Device::Gpu)).unwrap();
+        for step in 0..3 {
+            let (c, g) = (cpu.step().unwrap(), gpu.step().unwrap());
+            let what = format!("{}: step {step}", model.name());
+            assert!((c.loss - g.loss).abs() <= 1e-4 * c.loss.abs(), "{what}: cpu loss {}, gpu loss {}", c.loss, g.loss);
+            assert_eq!(c.iterations, g.iterations, "{what}: solver iterations");
+            if model == ModelKind::FpRnn {
+                assert!(c.iterations > 1.0, "{what}: the fixed point iterates");
+            }
+        }
+        assert!(gpu.model().params().iter().all(|(_, p)| p.device() == Device::Gpu), "parameters stay on the GPU");
+        // Evaluation runs on the GPU too (ℓ_max = 4T; logits read back for the score).
+        let (ec, eg) = (cpu.evaluate_at(8, 6).unwrap(), gpu.evaluate_at(8, 6).unwrap());
+        assert_eq!((ec.seq_acc, ec.token_acc), (eg.seq_acc, eg.token_acc), "{}: eval accuracy", model.name());
+        assert_eq!(ec.median_iterations, eg.median_iterations, "{}: eval iterations", model.name());
+        // A checkpoint holds host tensors; restored on the GPU, the run continues
+        // bit-identically to the trainer that saved it.
+        let ck = gpu.save_state(Checkpoint::new(gpu.step_index() as u64, serde_json::Value::Null));
+        assert!(ck.params.iter().all(|(_, t)| t.device() == Device::Cpu), "checkpoint tensors are host copies");
+        let mut resumed = FprnnTrainer::new(&fprnn_tiny(model, Device::Gpu)).unwrap();
+        resumed.restore(&ck).unwrap();
+        let (a, b) = (gpu.step().unwrap(), resumed.step().unwrap());
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{}: resumed step", model.name());
+    }
+}
+
+#[test]
+fn gpu_fprnn_refuses_models_without_a_gpu_path_in_one_line() {
+    use fixpoint::fpr::{BackwardMode, ModelKind};
+    // The library refuses before touching any device, naming what has no GPU path.
+    for (c, name) in [
+        (fprnn_tiny(ModelKind::Lstm, Device::Gpu), "lstm"),
+        (fprnn_tiny(ModelKind::FpMamba, Device::Gpu), "fp-mamba"),
+        (fixpoint::train::FprnnConfig { short_conv: true, ..fprnn_tiny(ModelKind::FpRnn, Device::Gpu) }, "short-conv"),
+        (
+            fixpoint::train::FprnnConfig {
+                backward: vec![BackwardMode::implicit()],
+                ..fprnn_tiny(ModelKind::FpRnn, Device::Gpu)
+            },
+            "implicit",
+        ),
+    ] {
+        match c.validate() {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains(name) && message.contains("GPU"), "{message}")
+            }
+            other => panic!("expected InvalidArgument naming {name}, got {other:?}"),
+        }
+    }
+    assert!(fprnn_tiny(ModelKind::Diagonal, Device::Gpu).validate().is_ok());
+    if !gpu("gpu_fprnn_refuses_models_without_a_gpu_path_in_one_line") {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fixpoint"))
+        .args(["--device", "gpu", "fprnn", "--task", "a4", "--model", "lstm", "--steps", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err: String = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect::<Vec<_>>().join("\n");
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{stderr}");
+    assert!(err.contains("lstm") && err.contains("GPU"), "{err}");
 }

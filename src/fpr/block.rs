@@ -348,7 +348,12 @@ impl FpRnnBlock {
         let x_tilde = if self.mixer.is_identity() {
             inp.bx.clone()
         } else if let (Mixer::Householder(m), Some(base)) = (&self.mixer, &inp.mix_base) {
-            m.apply_with_base(base, h, self.cfg.mixer_input, &inp.bx.sub(h)?)?.add(h)?
+            let v = inp.bx.sub(h)?;
+            let q = match h.device() {
+                crate::Device::Cpu => m.apply_with_base(base, h, self.cfg.mixer_input, &v)?,
+                _ => super::gpu_solve::householder_with_base(m, base, h, self.cfg.mixer_input, &v)?,
+            };
+            q.add(h)?
         } else {
             let p = self.cfg.mixer_input.build(&inp.x_mix, h)?;
             self.mixer.apply(&p, &inp.bx.sub(h)?)?.add(h)?
@@ -373,6 +378,9 @@ impl FpRnnBlock {
         let shape = inp.bx.shape_obj().clone();
         let batch = shape.dims()[0];
         let time = shape.dims()[1];
+        if inp.bx.device() != crate::Device::Cpu {
+            return super::gpu_solve::fixed_point(self, inp, cfg, run);
+        }
         if self.mixer.is_identity() {
             // F does not depend on h: the recorded step from any state is the fixed point.
             return Ok((Tensor::zeros(shape), SolveStats::exact(batch, cfg, run)));

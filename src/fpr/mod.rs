@@ -20,6 +20,7 @@
 pub mod block;
 pub mod chunked;
 pub mod core;
+mod gpu_solve;
 pub mod implicit;
 pub mod kronecker;
 pub mod lstm;

@@ -24,11 +24,13 @@ pub mod buffer;
 pub mod elementwise;
 pub mod fused;
 pub mod gemm;
+pub mod index;
 pub mod loss;
 pub mod mixer;
 pub mod optim;
 pub mod reduce;
 pub mod scan;
+pub mod solve;
 
 pub use buffer::GpuBuffer;
 

@@ -7,7 +7,7 @@ use crate::autograd::Backward;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, for_each_row};
 use crate::shape::{Shape, broadcast_shape, resolve_axis};
-use crate::storage::{buffer, zeroed};
+use crate::storage::{Storage, buffer, zeroed};
 use crate::tensor::Tensor;
 
 // ----- kernels ---------------------------------------------------------------------------
@@ -171,6 +171,9 @@ impl Backward for ConcatBackward {
         self.op
     }
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if g.device() == crate::Device::Gpu {
+            return on_gpu!(self.op, index::split(g, self.outer, &self.chunks, &self.shapes, needs));
+        }
         let parts = split_kernel(&g.contiguous_data(), &self.chunks, self.outer, needs);
         Ok(parts.into_iter().zip(&self.shapes).map(|(p, s)| p.map(|p| Tensor::from_parts(p, s.clone()))).collect())
     }
@@ -178,17 +181,22 @@ impl Backward for ConcatBackward {
 
 /// Shared tail of concat and stack: `tensors` are joined in chunks of `chunks[i]`
 /// elements over `outer` rounds into `out_shape`.
-fn join(op: &'static str, tensors: &[&Tensor], outer: usize, chunks: Vec<usize>, out_shape: Shape) -> Tensor {
+fn join(op: &'static str, tensors: &[&Tensor], outer: usize, chunks: Vec<usize>, out_shape: Shape) -> Result<Tensor> {
+    let backward = || ConcatBackward {
+        op,
+        outer,
+        chunks: chunks.clone(),
+        shapes: tensors.iter().map(|t| t.shape_obj().clone()).collect(),
+    };
+    if Tensor::common_device(op, tensors)? == crate::Device::Gpu {
+        let out = on_gpu!(op, index::join(op, tensors, outer, &chunks, chunks.iter().sum()))?;
+        return Ok(Tensor::from_storage_op(out, out_shape, tensors, backward));
+    }
     let datas: Vec<_> = tensors.iter().map(|t| t.contiguous_data()).collect();
     let slices: Vec<&[f32]> = datas.iter().map(|d| d.as_ref()).collect();
     let out = concat_kernel(&slices, &chunks, outer);
     drop(datas);
-    Tensor::from_op(out, out_shape, tensors, || ConcatBackward {
-        op,
-        outer,
-        chunks,
-        shapes: tensors.iter().map(|t| t.shape_obj().clone()).collect(),
-    })
+    Ok(Tensor::from_op(out, out_shape, tensors, backward))
 }
 
 fn first<'a>(op: &'static str, tensors: &[&'a Tensor]) -> Result<&'a Tensor> {
@@ -198,7 +206,6 @@ fn first<'a>(op: &'static str, tensors: &[&'a Tensor]) -> Result<&'a Tensor> {
 impl Tensor {
     /// Join tensors along an existing `axis`; every other axis must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
-        Tensor::cpu_only("concat", tensors)?;
         let _p = crate::profile::fwd("concat");
         let op = "concat";
         let t0 = first(op, tensors)?;
@@ -214,7 +221,7 @@ impl Tensor {
         let chunks: Vec<usize> = tensors.iter().map(|t| t.shape()[axis..].iter().product()).collect();
         let mut out_shape = t0.shape().to_vec();
         out_shape[axis] = tensors.iter().map(|t| t.shape()[axis]).sum();
-        Ok(join(op, tensors, outer, chunks, Shape(out_shape)))
+        join(op, tensors, outer, chunks, Shape(out_shape))
     }
 
     /// Join equally shaped tensors along a new `axis` (in the output's numbering).
@@ -230,7 +237,7 @@ impl Tensor {
         let chunk: usize = t0.shape()[axis..].iter().product();
         let mut out_shape = t0.shape().to_vec();
         out_shape.insert(axis, tensors.len());
-        Ok(join(op, tensors, outer, vec![chunk; tensors.len()], Shape(out_shape)))
+        join(op, tensors, outer, vec![chunk; tensors.len()], Shape(out_shape))
     }
 }
 
@@ -250,6 +257,16 @@ impl Backward for IndexSelectBackward {
         self.op
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if g.device() == crate::Device::Gpu {
+            // Only the embedding (outer 1) records on the GPU; index_select is CPU-only.
+            if self.outer != 1 {
+                return Err(Error::Unsupported { op: "index_select backward", device: g.device() });
+            }
+            return Ok(vec![Some(on_gpu!(
+                self.op,
+                index::embedding_backward(g, &self.indices, self.size, self.inner)
+            )?)]);
+        }
         let buf = index_add_kernel(&g.contiguous_data(), self.outer, self.size, self.inner, &self.indices);
         Ok(vec![Some(Tensor::from_parts(buf, self.input_shape.clone()))])
     }
@@ -292,7 +309,6 @@ impl Tensor {
     /// `ids_shape`): the output is `[..ids_shape, dim]`. The gradient scatter-adds into
     /// the picked rows.
     pub fn embedding(&self, ids: &[usize], ids_shape: &[usize]) -> Result<Tensor> {
-        Tensor::cpu_only("embedding", &[self])?;
         let _p = crate::profile::fwd("embedding");
         let op = "embedding";
         if self.rank() != 2 {
@@ -306,9 +322,12 @@ impl Tensor {
         }
         let (vocab, dim) = (self.shape()[0], self.shape()[1]);
         check_indices(op, ids, 0, vocab, self.shape_obj())?;
-        let out = index_select_kernel(&self.contiguous_data(), 1, vocab, dim, ids);
+        let out = match self.device() {
+            crate::Device::Cpu => Storage::Cpu(index_select_kernel(&self.contiguous_data(), 1, vocab, dim, ids)),
+            crate::Device::Gpu => on_gpu!(op, index::embedding(self, ids, dim))?,
+        };
         let out_shape = Shape(ids_shape.iter().copied().chain([dim]).collect());
-        Ok(Tensor::from_op(out, out_shape, &[self], || IndexSelectBackward {
+        Ok(Tensor::from_storage_op(out, out_shape, &[self], || IndexSelectBackward {
             op,
             input_shape: self.shape_obj().clone(),
             outer: 1,
@@ -377,6 +396,10 @@ impl Backward for ShiftBackward {
         "shift"
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if g.device() == crate::Device::Gpu {
+            let out = on_gpu!("shift backward", index::shift(g, self.outer, self.n, self.inner, -self.k))?;
+            return Ok(vec![Some(Tensor::from_storage(out, self.input_shape.clone()))]);
+        }
         let buf = shift_kernel(&g.contiguous_data(), self.outer, self.n, self.inner, -self.k);
         Ok(vec![Some(Tensor::from_parts(buf, self.input_shape.clone()))])
     }
@@ -387,15 +410,17 @@ impl Tensor {
     /// Positive `k` moves elements to higher indices (`shift(1)` along time gives each
     /// step the previous token); `|k| >= size` gives zeros.
     pub fn shift(&self, axis: isize, k: isize) -> Result<Tensor> {
-        Tensor::cpu_only("shift", &[self])?;
         let _p = crate::profile::fwd("shift");
         let axis = self.shape_obj().axis("shift", axis)?;
         let dims = self.shape();
         let (outer, n, inner) = (dims[..axis].iter().product(), dims[axis], dims[axis + 1..].iter().product());
         // Clamp so that the backward's `-k` cannot overflow; the result is the same.
         let k = k.clamp(-(n as isize), n as isize);
-        let out = shift_kernel(&self.contiguous_data(), outer, n, inner, k);
-        Ok(Tensor::from_op(out, self.shape_obj().clone(), &[self], || ShiftBackward {
+        let out = match self.device() {
+            crate::Device::Cpu => Storage::Cpu(shift_kernel(&self.contiguous_data(), outer, n, inner, k)),
+            crate::Device::Gpu => on_gpu!("shift", index::shift(self, outer, n, inner, k))?,
+        };
+        Ok(Tensor::from_storage_op(out, self.shape_obj().clone(), &[self], || ShiftBackward {
             input_shape: self.shape_obj().clone(),
             outer,
             n,

@@ -42,8 +42,9 @@ impl Backward for NarrowBackward {
         "narrow"
     }
     fn backward(&self, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        if g.device() != crate::Device::Cpu {
-            return Err(Error::Unsupported { op: "narrow backward", device: g.device() });
+        if g.device() == crate::Device::Gpu {
+            let gi = on_gpu!("narrow backward", index::narrow_backward(g, &self.input_shape, self.axis, self.start))?;
+            return Ok(vec![Some(gi)]);
         }
         // Scatter the gradient into zeros of the input's shape.
         let mut buf = vec![0.0; self.input_shape.numel()];

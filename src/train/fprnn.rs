@@ -14,6 +14,7 @@ use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroup, clip_g
 use crate::rng::Rng;
 use crate::run::Checkpoint;
 use crate::run::plot::{self, LinePlot, Series};
+use crate::storage::Device;
 use crate::tasks::{Batch, Task};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -105,6 +106,11 @@ pub struct FprnnConfig {
     /// training length (0: never).
     pub val_every: usize,
     pub val_count: usize,
+    /// Where the model trains and evaluates (`--device`). On the GPU: `fp-rnn` with the
+    /// Householder mixer, or `diagonal`, one-step backward, no short convolutions;
+    /// the data, the solver's stopping rule and the accuracy stay on the host (one
+    /// explicit readback of the logits per step and per evaluation batch).
+    pub device: Device,
 }
 
 impl FprnnConfig {
@@ -143,6 +149,7 @@ impl FprnnConfig {
             eval_batch: 250,
             val_every: 100,
             val_count: 256,
+            device: Device::Cpu,
         }
     }
 
@@ -250,6 +257,7 @@ impl FprnnConfig {
         if self.lmax == 0 || self.eval_lmax_factor == 0 {
             return bad("lmax and the evaluation lmax factor must be at least 1".into());
         }
+        self.check_device()?;
         super::validate_schedule("fprnn config", self.steps, self.warmup, self.lr, self.final_lr, self.clip)?;
         if self.eval_count == 0 {
             return bad("the evaluation count must be at least 1".into());
@@ -258,6 +266,37 @@ impl FprnnConfig {
             self.task.check_eval_length(l)?;
         }
         self.model_config().validate()
+    }
+
+    /// Refuse, in one line naming it, what has no GPU path when [`FprnnConfig::device`]
+    /// is the GPU.
+    fn check_device(&self) -> Result<()> {
+        if self.device == Device::Cpu {
+            return Ok(());
+        }
+        let bad = |what: String| {
+            Err(Error::InvalidArgument {
+                op: "fprnn config",
+                message: format!(
+                    "{what} has no GPU path (on the GPU: --model fp-rnn with the Householder mixer, or --model \
+                     diagonal, one-step backward, no short convolutions); use --device cpu"
+                ),
+            })
+        };
+        let householder = matches!(self.mixer, None | Some(MixerKind::Householder { .. }));
+        match self.model {
+            ModelKind::FpRnn if householder => {}
+            ModelKind::Diagonal => {}
+            ModelKind::FpRnn => return bad(format!("the {} mixer", self.mixer_name())),
+            m => return bad(format!("the {} model", m.name())),
+        }
+        if self.short_conv {
+            return bad("--short-conv (the causal convolution)".to_string());
+        }
+        if let Some(b) = self.backward.iter().find(|b| **b != BackwardMode::OneStep) {
+            return bad(format!("the {} backward", b.name()));
+        }
+        Ok(())
     }
 
     /// The configuration as JSON (for `config.json` and summaries).
@@ -360,8 +399,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Per-row correctness of `logits` against `batch`: (all supervised right, right, supervised).
+/// GPU logits are read back here, explicitly (`[B·T, V]`, small beside the step).
 fn score(logits: &crate::Tensor, batch: &Batch) -> Result<Vec<(bool, usize, usize)>> {
-    let pred = logits.argmax_indices(-1)?;
+    let pred = logits.to_device(Device::Cpu)?.argmax_indices(-1)?;
     let [b, t] = batch.shape;
     Ok((0..b)
         .map(|r| {
@@ -416,7 +456,8 @@ fn split_group(op: &str) -> Option<usize> {
 impl FprnnTrainer {
     pub fn new(cfg: &FprnnConfig) -> Result<FprnnTrainer> {
         cfg.validate()?;
-        let model = FpModel::new(cfg.model_config())?;
+        let mut model = FpModel::new(cfg.model_config())?;
+        crate::nn::to_device(&mut model, cfg.device)?;
         let no_decay = ParamGroup::predicate(
             |n: &str| n.ends_with("bias") || n.ends_with("norm.weight") || n.starts_with("norm_f."),
             0.0,
@@ -557,6 +598,7 @@ impl FprnnTrainer {
         let mut mc = self.model.config().clone();
         mc.solver.eval_lmax = lmax;
         let mut m = FpModel::new(mc)?;
+        crate::nn::to_device(&mut m, self.cfg.device)?;
         let src: std::collections::HashMap<String, &crate::Tensor> = self.model.params().into_iter().collect();
         for (name, p) in m.params_mut() {
             let s = src.get(&name).ok_or_else(|| Error::InvalidArgument {
@@ -644,7 +686,10 @@ impl FprnnTrainer {
     /// counters (the cursor is the number of training tokens seen).
     pub fn save_state(&self, mut ckpt: Checkpoint) -> Checkpoint {
         for (name, p) in self.model.params() {
-            ckpt = ckpt.with_param(name, p);
+            // GPU parameters are read back here, explicitly (a failed readback panics
+            // like `Tensor::to_vec`).
+            let host = p.detach().to_device(Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+            ckpt = ckpt.with_param(name, &host);
         }
         for (name, t) in self.opt.state_tensors() {
             ckpt = ckpt.with_optim(name, &t);
@@ -658,7 +703,10 @@ impl FprnnTrainer {
 
     /// Continue from a checkpoint of [`FprnnTrainer::save_state`] for the same config.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        // The checkpoint is host data: restore on the host, then move (explicitly) back.
+        crate::nn::to_device(&mut self.model, Device::Cpu)?;
         ckpt.restore_params(&mut self.model)?;
+        crate::nn::to_device(&mut self.model, self.cfg.device)?;
         self.opt.load_state_tensors(&ckpt.optim)?;
         self.data = ckpt.rng("data")?;
         // Checkpoints from before the random-ℓ_max stream was saved: a fixed ℓ_max
