@@ -145,7 +145,7 @@ impl FpCore {
         }
         let pre = &ws.pre;
         let seqs = rows_per_task(per * (k.coef_len() + 4 * d).div_ceil(d.max(1)));
-        let eps = res.as_ref().map_or(0.0, |r| r.0);
+        let (eps, want_res) = res.as_ref().map_or((0.0, false), |r| (r.0, true));
         let mut scratch_res = Vec::new();
         let res: &mut [f32] = match res {
             Some((_, r)) => r,
@@ -165,7 +165,9 @@ impl FpCore {
                     let (done, rest) = seq.split_at_mut(o);
                     let carry = (t > 0).then(|| &done[o - d..o]);
                     self.mixed_gated_row(row, h, pre, &mut rs, carry, &mut rest[..d]);
-                    worst = super::solver::row_residual(worst, &h[row * d..(row + 1) * d], &rest[..d], eps);
+                    if want_res {
+                        worst = super::solver::row_residual(worst, &h[row * d..(row + 1) * d], &rest[..d], eps);
+                    }
                 }
                 *r = worst;
             }
