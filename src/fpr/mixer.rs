@@ -140,6 +140,21 @@ fn row_pass(
     s
 }
 
+/// The passes that [`householder_mix_row`] and [`householder_mix_gate_row`] share:
+/// `v = H_{r−1} ⋯ H_1 (bx − h)` (the difference in the first dot product's pass, each
+/// update in the next dot product's), returning the last reflection's coefficient
+/// `−scale·α_r·(u_r · v)`. Needs `r ≥ 1`.
+#[inline(always)]
+fn reflect_all_but_last(u: &[f32], alpha: &[f32], scale: f32, bx: &[f32], h: &[f32], v: &mut [f32]) -> f32 {
+    let (d, r) = (v.len(), alpha.len());
+    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
+    for i in 0..r - 1 {
+        let c = -(scale * alpha[i] * dot);
+        dot = axpy_dot(c, &u[i * d..(i + 1) * d], v, Some(&u[(i + 1) * d..(i + 2) * d]));
+    }
+    -(scale * alpha[r - 1] * dot)
+}
+
 /// `v = H_r ⋯ H_1 (bx − h) + h` for one row: the same arithmetic as `v = bx − h`,
 /// [`householder_row`], `v += h` (bit for bit), in `r + 1` passes instead of `r + 3`: the
 /// difference shares a pass with the first dot product and the last update with `+ h`.
@@ -154,22 +169,9 @@ pub fn householder_mix_row(u: &[f32], alpha: &[f32], scale: f32, bx: &[f32], h: 
         }
         return;
     }
-    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
-    for i in 0..r {
-        let c = -(scale * alpha[i] * dot);
-        let ui = &u[i * d..(i + 1) * d];
-        dot = if i + 1 < r {
-            axpy_dot(c, ui, v, Some(&u[(i + 1) * d..(i + 2) * d]))
-        } else {
-            let cv = wide::f32x8::splat(c);
-            row_pass(
-                v,
-                None,
-                |j, v| cv.mul_add(lanes(ui, j), lanes(v, j)) + lanes(h, j),
-                |j, v| c.mul_add(ui[j], v[j]) + h[j],
-            )
-        };
-    }
+    let c = reflect_all_but_last(u, alpha, scale, bx, h, v);
+    let (ul, cv) = (&u[(r - 1) * d..r * d], wide::f32x8::splat(c));
+    row_pass(v, None, |j, v| cv.mul_add(lanes(ul, j), lanes(v, j)) + lanes(h, j), |j, v| c.mul_add(ul[j], v[j]) + h[j]);
 }
 
 /// [`householder_mix_row`] followed by the gate and one scan step,
@@ -209,12 +211,7 @@ pub fn householder_mix_gate_row(
         }
         return;
     }
-    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
-    for i in 0..r - 1 {
-        let c = -(scale * alpha[i] * dot);
-        dot = axpy_dot(c, &u[i * d..(i + 1) * d], v, Some(&u[(i + 1) * d..(i + 2) * d]));
-    }
-    let c = -(scale * alpha[r - 1] * dot);
+    let c = reflect_all_but_last(u, alpha, scale, bx, h, v);
     let ul = &u[(r - 1) * d..r * d];
     let cv = wide::f32x8::splat(c);
     for j in (0..n8).step_by(8) {
