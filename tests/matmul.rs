@@ -246,3 +246,25 @@ fn large_products_split_across_threads() {
     let dw: Vec<f64> = (0..90 * 80).map(|p| (0..480).map(|bt| xd[bt * 90 + p / 80] as f64).sum()).collect();
     assert_close("large dW", &wl.grad().unwrap().to_vec(), &dw, 1e-3, 1e-5);
 }
+
+#[test]
+fn short_wide_products_split_over_columns_give_the_same_bits_on_any_thread_count() {
+    // n ≥ 4m and above the parallel size: split over column blocks, one per thread
+    // (rhs row-major and transposed, as in a linear layer's forward and input gradient).
+    let mut rng = Rng::new(6);
+    for (m, k, n) in [(40, 60, 1000), (33, 70, 1001), (128, 64, 520)] {
+        let (da, db) = (values(m * k, &mut rng), values(k * n, &mut rng));
+        let a = Tensor::from_slice(&da, [m, k]).unwrap();
+        let b = Tensor::from_slice(&db, [k, n]).unwrap();
+        let bt = b.t().unwrap().contiguous().t().unwrap();
+        for (what, rhs) in [("row-major rhs", &b), ("transposed rhs", &bt)] {
+            let run = |t| fixpoint::cpu::par::with_threads(Some(t), || a.matmul(rhs).unwrap().to_vec()).unwrap();
+            let one = run(1);
+            let got = Tensor::from_vec(one.clone(), [m, n]).unwrap();
+            check_product(&format!("{m}x{k} x {k}x{n}, {what}"), &got, &da, &[m, k], &db, &[k, n]);
+            for t in [2, 3, 4] {
+                assert!(run(t) == one, "{m}x{k} x {k}x{n}, {what}: {t} threads differ from 1 thread");
+            }
+        }
+    }
+}

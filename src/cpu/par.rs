@@ -68,3 +68,27 @@ pub fn for_row_chunks_mut(
 pub fn rows_for(row_len: usize, target: usize) -> usize {
     (target / row_len.max(1)).max(1)
 }
+
+/// Raw pointer handed to the tasks of a kernel that write disjoint parts of one output
+/// (rows of several outputs, or column blocks of one matrix, which cannot be handed out
+/// as `&mut` slices).
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: used only for disjoint writes (see the callers).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    /// The pointer `off` elements on (a method, so that closures capture the `Sync`
+    /// wrapper rather than the raw pointer inside it).
+    #[inline(always)]
+    pub(crate) fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+    /// # Safety
+    /// `off..off + n` must lie in the buffer and no other live reference may overlap it.
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, off: usize, n: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), n) }
+    }
+}

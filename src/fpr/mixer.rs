@@ -24,6 +24,7 @@
 
 use super::kronecker::{KronNorm, KroneckerKernel, KroneckerMixer};
 use crate::autograd::{Backward, no_grad};
+use crate::cpu::par::SyncPtr;
 use crate::error::{Error, Result};
 use crate::nn::{Linear, Module, prefixed};
 use crate::ops::elementwise::Unary;
@@ -346,23 +347,6 @@ impl Backward for HouseholderBackward {
             needs[1].then(|| Tensor::from_parts(da, self.alpha.shape_obj().clone())),
             needs[2].then(|| Tensor::from_parts(dv, self.v.shape_obj().clone())),
         ])
-    }
-}
-
-/// Raw pointer handed to the row tasks of a kernel that writes several outputs, each
-/// task a disjoint set of rows.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub(crate) *mut f32);
-// SAFETY: used only for disjoint writes (see the callers).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    /// # Safety
-    /// `off..off + n` must lie in the buffer and no other live reference may overlap it.
-    #[inline(always)]
-    pub(crate) unsafe fn slice<'a>(self, off: usize, n: usize) -> &'a mut [f32] {
-        // SAFETY: the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), n) }
     }
 }
 
