@@ -17,12 +17,15 @@
 //!   the whole layer forward (projections, mixer coefficients, solve, recorded step),
 //!   without a graph;
 //!   `fwd_bwd_ms.<mode>`: forward and backward with each backward option;
-//! - `dense_ms` (a): `h_t = A_t h_{t−1} + c_t` with materialised `D×D` matrices `A_t`
-//!   (one matrix–vector product per token and sequence, done as one GEMM per token over
-//!   a group of 4 sequences, groups in parallel; forming `A_t` is not timed, and for
-//!   timing only the matrices of one sequence are stored and shared by the batch, which
-//!   favours the baseline: each `A_t` is read once per group; their contents are random
-//!   contractive matrices, not the layer's — the cost does not depend on them);
+//! - `dense_ms` (a): `h_t = A_t h_{t−1} + c_t` with materialised `D×D` matrices `A_t`,
+//!   one matrix–vector product per token and sequence, sequences in parallel; forming
+//!   `A_t` is not timed; only one sequence's `T` matrices are stored, and each sequence
+//!   reads them rotated by `s·T/B` tokens, so the `B` sequences read `B` different
+//!   matrices per token as with their own (their contents are random contractive
+//!   matrices, not the layer's — the cost does not depend on them);
+//!   `dense_shared_ms`: the variant with the matrices shared by the batch (each row of
+//!   `A_t` loaded once per group of 4 sequences and dotted with all four), which
+//!   favours the baseline and was the `dense_ms` of earlier versions;
 //! - `woodbury_ms` (b): the same fixed point token by token through
 //!   `(Λ + (I − Λ)Q_t) h_t = Λ h_{t−1} + (I − Λ) Q_t b x_t` with `Q_t = I − W T Wᵀ`
 //!   (compact WY form of the Householder product) and the Woodbury identity
@@ -229,15 +232,43 @@ pub fn chunk_block(d: usize, rank: usize) -> usize {
     ((512 * 1024) / per_token).clamp(8, 1024)
 }
 
-/// Sequences per task of the dense baseline (a function of the batch only).
+/// Sequences per task of the shared-matrix dense variant (a function of the batch only).
 const DENSE_GROUP: usize = 4;
 
-/// `h_t = A_t h_{t−1} + c_t` for every sequence with the `T` matrices `a` (shared by the
-/// batch): per token, the matrix–vector products of a group of sequences together (each
-/// row of `A_t` is loaded once and dotted with every sequence's `h_{t−1}`; a hand-written
-/// batched matvec, as a general sgemm call per token costs more than the product,
-/// docs/performance.md §4), groups in parallel.
+/// `h_t = A_t h_{t−1} + c_t` for every sequence, each with its own matrix per token (one
+/// `D×D` matrix–vector product per token and sequence), sequences in parallel. Only the
+/// `T` matrices `a` of one sequence are stored: sequence `s` reads them rotated by
+/// `s·T/B` tokens (`A_{(t + s·T/B) mod T}`), so at every token the `B` sequences read `B`
+/// different matrices, as they would with their own. Stored matrices larger than the
+/// last-level cache are re-read from memory by each sequence, as `B` separate sets would be.
 fn dense_rnn(a: &[f32], c: &[f32], t: usize, d: usize, out: &mut [f32]) {
+    use crate::ops::fused::row_dot;
+    out.copy_from_slice(c);
+    let per = t * d;
+    if per == 0 {
+        return;
+    }
+    let rot = t / (out.len() / per).max(1);
+    crate::cpu::par::for_chunks_mut(out, per, 0, |s, seq| {
+        for k in 1..t {
+            let (done, rest) = seq.split_at_mut(k * d);
+            let prev = &done[(k - 1) * d..];
+            let m = (k + s * rot) % t;
+            let ak = &a[m * d * d..(m + 1) * d * d];
+            for (hi, ar) in rest[..d].iter_mut().zip(ak.chunks_exact(d)) {
+                *hi += row_dot(ar, prev);
+            }
+        }
+    });
+}
+
+/// [`dense_rnn`] with the `T` matrices `a` shared by the batch (the variant earlier
+/// sessions timed): per token, the matrix–vector products of a group of sequences
+/// together (each row of `A_t` loaded once and dotted with every sequence's `h_{t−1}`; a
+/// hand-written batched matvec, as a general sgemm call per token costs more than the
+/// product, docs/performance.md §4), groups in parallel. It reads each `A_t` once per
+/// group, not once per sequence, which favours the baseline; reported as `dense_shared_ms`.
+fn dense_rnn_shared(a: &[f32], c: &[f32], t: usize, d: usize, out: &mut [f32]) {
     use crate::ops::fused::row_dot;
     out.copy_from_slice(c);
     let per = t * d;
@@ -384,12 +415,17 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
                 let a: Vec<f32> = (0..t * d * d).map(|_| r2.range(-sc, sc)).collect();
                 let mut hd = vec![0.0f32; n];
                 let dense = median_secs(opts.reps.min(3), || dense_rnn(&a, &core.bx, t, d, &mut hd));
+                let mut hs = vec![0.0f32; n];
+                let shared = median_secs(opts.reps.min(3), || dense_rnn_shared(&a, &core.bx, t, d, &mut hs));
                 p["dense_ms"] = (dense * 1e3).into();
+                p["dense_shared_ms"] = (shared * 1e3).into();
+                p["fp_fwd_speedup_over_dense_shared"] = (shared / fp_solve).into();
                 p["fp_fwd_speedup_over_dense"] = (dense / fp_solve).into();
                 p["chunked"]["fwd_speedup_over_dense"] = (dense / fp_chunked).into();
                 if d == 256 && t == 1024 {
                     summary["fp_fwd_speedup_over_dense_d256_t1024"] = (dense / fp_solve).into();
                     summary["fp_chunked_fwd_speedup_over_dense_d256_t1024"] = (dense / fp_chunked).into();
+                    summary["fp_fwd_speedup_over_dense_shared_d256_t1024"] = (shared / fp_solve).into();
                 }
             }
             if d == 128 && t == 1024 {
@@ -416,4 +452,47 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
     }
     summary["points"] = Value::Array(points);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f64 recurrence `h_t = A_{m(s,t)} h_{t−1} + c_t` with sequence `s` reading matrix
+    /// `m(s, t) = (t + s·rot) mod T`.
+    fn reference(a: &[f32], c: &[f32], b: usize, t: usize, d: usize, rot: usize) -> Vec<f64> {
+        let mut h: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+        for s in 0..b {
+            for k in 1..t {
+                let m = (k + s * rot) % t;
+                for i in 0..d {
+                    let dot: f64 =
+                        (0..d).map(|j| a[m * d * d + i * d + j] as f64 * h[s * t * d + (k - 1) * d + j]).sum();
+                    h[s * t * d + k * d + i] += dot;
+                }
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn dense_baselines_compute_the_recurrence() {
+        let (b, t, d) = (6, 12, 37);
+        let mut rng = Rng::new(3);
+        let sc = 0.9 / (d as f32).sqrt();
+        let a: Vec<f32> = (0..t * d * d).map(|_| rng.range(-sc, sc)).collect();
+        let c: Vec<f32> = (0..b * t * d).map(|_| rng.range(-1.0, 1.0)).collect();
+        for (name, rot) in [("per sequence", t / b), ("shared", 0)] {
+            let mut got = vec![0.0f32; b * t * d];
+            if rot == 0 {
+                dense_rnn_shared(&a, &c, t, d, &mut got);
+            } else {
+                dense_rnn(&a, &c, t, d, &mut got);
+            }
+            let want = reference(&a, &c, b, t, d, rot);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}: element {i}: {g} vs {w}");
+            }
+        }
+    }
 }
