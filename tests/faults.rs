@@ -252,6 +252,13 @@ fn invalid_flags_are_one_line_errors() {
         ),
         (args("mlp --hidden 8,18446744073709551615 --quiet"), "hidden size 18446744073709551615 exceeds"),
         (args("dino --data embedded --out-dim 18446744073709551615 --quiet"), "out dim 18446744073709551615 exceeds"),
+        // Each size under the per-size limit, the student over the parameter limit.
+        (args("dino --data embedded --mlp-hidden 1000000,1000000 --quiet"), "the student would have about"),
+        (
+            args("dino --data embedded --student vit --vit-dim 18446744073709551615 --quiet"),
+            "vit dim 18446744073709551615 exceeds",
+        ),
+        (args("dino --data embedded --student vgg11 --width-mult 100 --quiet"), "width mult 100 exceeds"),
     ];
     let fresh = temp_dir("flags-huge");
     for (a, needle) in huge {

@@ -153,6 +153,11 @@ impl Default for DinoConfig {
     }
 }
 
+/// Largest `--width-mult` of the conv students (16× VGG11 is about 2.4 G parameters).
+const MAX_WIDTH_MULT: f64 = 8.0;
+/// Largest student (encoder and head) the config accepts, in parameters.
+const MAX_STUDENT_PARAMS: u128 = 1 << 30;
+
 impl DinoConfig {
     /// The `--quick` preset: MLP student, m = 4096, 8 epochs on real Fashion-MNIST,
     /// distilling on a balanced 20,000-image subset (632 steps of 256) and probing on a
@@ -190,6 +195,34 @@ impl DinoConfig {
         }
     }
 
+    /// Weights of the student's linear and attention layers (biases and norms left out),
+    /// in u128 so that absurd sizes cannot overflow; the conv students count as at most
+    /// `width_mult²` times the full network's 11.2 M.
+    fn student_params_estimate(&self) -> u128 {
+        let chain = |dims: &[usize]| dims.windows(2).map(|w| w[0] as u128 * w[1] as u128).sum::<u128>();
+        let (encoder, embed) = match &self.encoder {
+            EncoderConfig::Mlp(m) => {
+                let mut dims = vec![m.in_dim];
+                dims.extend(&m.hidden);
+                dims.push(m.embed_dim);
+                (chain(&dims), m.embed_dim)
+            }
+            EncoderConfig::Vit(v) => {
+                let d = v.dim as u128;
+                let block = 4 * d * d + 2 * d * v.mlp_dim as u128;
+                let patch = (v.patch * v.patch * v.in_channels) as u128 * d;
+                (v.depth as u128 * block + patch, v.dim)
+            }
+            EncoderConfig::Vgg11(c) | EncoderConfig::ResNet18(c) => {
+                ((11_200_000.0 * c.width_mult.max(1.0).powi(2)) as u128, self.encoder.embed_dim())
+            }
+        };
+        let mut head = vec![embed];
+        head.extend(&self.head_hidden);
+        head.extend([self.bottleneck, self.out_dim]);
+        encoder + chain(&head)
+    }
+
     pub fn head_config(&self) -> HeadConfig {
         HeadConfig {
             in_dim: self.encoder.embed_dim(),
@@ -209,7 +242,31 @@ impl DinoConfig {
         let mut sizes =
             vec![("batch size", self.batch_size), ("out dim", self.out_dim), ("bottleneck", self.bottleneck)];
         sizes.extend(self.head_hidden.iter().map(|&h| ("head hidden size", h)));
+        match &self.encoder {
+            EncoderConfig::Mlp(m) => {
+                sizes.extend(m.hidden.iter().map(|&h| ("mlp hidden size", h)));
+                sizes.push(("embed dim", m.embed_dim));
+            }
+            EncoderConfig::Vit(v) => sizes.extend([
+                ("vit patch", v.patch),
+                ("vit dim", v.dim),
+                ("vit depth", v.depth),
+                ("vit heads", v.heads),
+                ("vit mlp dim", v.mlp_dim),
+            ]),
+            EncoderConfig::Vgg11(c) | EncoderConfig::ResNet18(c) if c.width_mult > MAX_WIDTH_MULT => {
+                return bad(format!("width mult {} exceeds the limit of {MAX_WIDTH_MULT}", c.width_mult));
+            }
+            _ => {}
+        }
         super::check_sizes("dino config", &sizes)?;
+        let params = self.student_params_estimate();
+        if params > MAX_STUDENT_PARAMS {
+            return bad(format!(
+                "the student would have about {params} parameters, over the limit of {MAX_STUDENT_PARAMS} \
+                 (4 GiB of f32 weights before gradients and AdamW state); lower the encoder or head sizes"
+            ));
+        }
         if !(0.0..=1.0).contains(&self.alpha) {
             return bad(format!("alpha must be in [0, 1], got {}", self.alpha));
         }
