@@ -246,6 +246,11 @@ struct DinoArgs {
     /// bottleneck outputs.
     #[arg(long)]
     no_cache_teacher: bool,
+    /// The frozen teacher's batch norm (resnet18): eval_init (eval mode with the initial
+    /// statistics, about the identity; the default, as in the reference code) or
+    /// batch_stats (each batch's statistics; needs --no-cache-teacher).
+    #[arg(long)]
+    teacher_bn: Option<String>,
     #[arg(long)]
     teacher_temp: Option<f32>,
     #[arg(long)]
@@ -1118,6 +1123,9 @@ fn dino_config(a: &DinoArgs) -> CliResult<DinoConfig> {
     }
     c.last_wn |= a.last_wn;
     c.cache_teacher &= !a.no_cache_teacher;
+    if let Some(v) = &a.teacher_bn {
+        c.teacher_bn = fixpoint::train::dino::TeacherBn::parse(v)?;
+    }
     if let Some(v) = a.teacher_temp {
         c.loss.teacher_temp = v;
     }
@@ -1184,6 +1192,7 @@ fn dino_json(c: &DinoConfig, r: &DinoReport, preset: &str) -> Value {
         "wd_1d": num(c.wd_1d),
         "last_wn": c.last_wn,
         "cache_teacher": c.cache_teacher,
+        "teacher_bn": c.teacher_bn.name(),
         "teacher_temp": num(c.loss.teacher_temp),
         "student_temp": num(c.loss.student_temp),
         "center_momentum": c.loss.center_momentum.map(num),

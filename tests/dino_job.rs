@@ -208,6 +208,9 @@ fn cli_dino_bad_input_is_one_line_and_nonzero() {
         &["dino", "--fit28", "crop"],
         &["dino", "--data", "gaussian-noise", "--probe-data", "gaussian-noise"],
         &["dino", "--data", "embedded", "--epochs", "1", "--vit-heads", "5", "--student", "vit"],
+        &["dino", "--data", "embedded", "--teacher-bn", "running"],
+        &["dino", "--data", "embedded", "--student", "vgg11", "--teacher-bn", "batch_stats", "--no-cache-teacher"],
+        &["dino", "--data", "embedded", "--student", "resnet18", "--teacher-bn", "batch_stats"],
     ] {
         let (code, out, err) = run(args);
         assert_ne!(code, 0, "{args:?} should fail");
@@ -286,4 +289,43 @@ fn cli_dino_out_dir_has_every_harness_file() {
     let ck = fixpoint::run::Checkpoint::load(&dir.join("ckpt-2.safetensors")).unwrap();
     assert!(!ck.params.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Spec §8.2: with `batch_stats` the ResNet teacher normalises with each batch's
+/// statistics (its output for an image depends on the rest of the batch and differs from
+/// eval mode with the initial statistics); with `eval_init` it does not. The run itself
+/// goes through end to end without the teacher cache.
+#[test]
+fn teacher_batch_norm_batch_stats_against_eval_init() {
+    use fixpoint::dino::ConvNetConfig;
+    use fixpoint::train::dino::{TeacherBn, build_models};
+    use fixpoint::{Rng, Tensor, init, no_grad};
+    let resnet = |bn: TeacherBn| DinoConfig {
+        encoder: EncoderConfig::ResNet18(ConvNetConfig { width_mult: 0.0625 }),
+        teacher_bn: bn,
+        cache_teacher: bn == TeacherBn::EvalInit,
+        train_size: Some(64),
+        probe_train_size: Some(64),
+        probe_test_size: Some(20),
+        epochs: 1,
+        batch_size: 32,
+        ..tiny(embedded())
+    };
+    let x = init::uniform([6, 3, 32, 32], -1.0, 1.0, &mut Rng::new(9));
+    let first = x.narrow(0, 0, 3).unwrap().contiguous();
+    let out = |bn: TeacherBn, x: &Tensor| {
+        let (teacher, _, _) = build_models(&resnet(bn)).unwrap();
+        no_grad(|| teacher.forward(x)).unwrap().to_vec()
+    };
+    let rows = |v: Vec<f32>| v[..3 * 64].to_vec();
+    let (e_all, e_first) = (rows(out(TeacherBn::EvalInit, &x)), out(TeacherBn::EvalInit, &first));
+    let (b_all, b_first) = (rows(out(TeacherBn::BatchStats, &x)), out(TeacherBn::BatchStats, &first));
+    assert_eq!(e_all, e_first, "eval_init: an image's output does not depend on its batch");
+    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(gap(&b_all, &b_first) > 1e-3, "batch_stats: the output depends on the batch");
+    assert!(gap(&b_first, &e_first) > 1e-3, "batch_stats differs from eval_init");
+    let r = train_dino(&resnet(TeacherBn::BatchStats), &mut ()).unwrap();
+    assert!(r.losses.iter().all(|l| l.is_finite()) && r.probes.teacher.knn > 0.0);
+    let e = train_dino(&DinoConfig { cache_teacher: true, ..resnet(TeacherBn::BatchStats) }, &mut ()).unwrap_err();
+    assert!(e.to_string().contains("--no-cache-teacher"), "{e}");
 }

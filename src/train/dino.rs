@@ -113,6 +113,8 @@ pub struct DinoConfig {
     pub wd_1d: f32,
     /// Cache the teacher's bottleneck outputs (spec §8.6).
     pub cache_teacher: bool,
+    /// How the frozen teacher's batch norms normalise (spec §8.2; ResNet18 only).
+    pub teacher_bn: TeacherBn,
     pub probe: ProbeConfig,
     pub probe_seed: u64,
     /// Where the distillation steps run (student and teacher forward, loss, backward,
@@ -120,6 +122,34 @@ pub struct DinoConfig {
     /// explicitly, the loss and KL come back as scalars, and the probes run on the CPU
     /// on a copy of the student made once per evaluation.
     pub device: Device,
+}
+
+/// The frozen teacher's batch norm (spec §8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeacherBn {
+    /// Eval mode with the initial running statistics (0, 1): about the identity, as in
+    /// the reference code (the default).
+    EvalInit,
+    /// Batch statistics of each forward pass, as a network in train mode would use (the
+    /// teacher's output then depends on the rest of its batch, so it cannot be cached;
+    /// its running statistics are never read).
+    BatchStats,
+}
+
+impl TeacherBn {
+    pub fn name(self) -> &'static str {
+        match self {
+            TeacherBn::EvalInit => "eval_init",
+            TeacherBn::BatchStats => "batch_stats",
+        }
+    }
+    pub fn parse(s: &str) -> std::result::Result<TeacherBn, String> {
+        match s {
+            "eval_init" => Ok(TeacherBn::EvalInit),
+            "batch_stats" => Ok(TeacherBn::BatchStats),
+            _ => Err(format!("unknown --teacher-bn {s:?} (eval_init or batch_stats)")),
+        }
+    }
 }
 
 impl Default for DinoConfig {
@@ -146,6 +176,7 @@ impl Default for DinoConfig {
             lr: 1e-3,
             wd_1d: 0.01,
             cache_teacher: true,
+            teacher_bn: TeacherBn::EvalInit,
             probe: ProbeConfig::default(),
             probe_seed: 0,
             device: Device::Cpu,
@@ -288,6 +319,19 @@ impl DinoConfig {
         }
         if self.probe.k == 0 {
             return bad("k-NN k must be at least 1".into());
+        }
+        if self.teacher_bn == TeacherBn::BatchStats {
+            if !matches!(self.encoder, EncoderConfig::ResNet18(_)) {
+                return bad(format!(
+                    "--teacher-bn batch_stats: the {} student has no batch norm (only resnet18 has)",
+                    self.encoder.name()
+                ));
+            }
+            if self.cache_teacher {
+                return bad("--teacher-bn batch_stats makes the teacher's output depend on its batch, so it \
+                     cannot be cached: add --no-cache-teacher"
+                    .into());
+            }
         }
         if let DataChoice::GaussianNoise { probe } = &self.data
             && matches!(**probe, DataChoice::GaussianNoise { .. })
@@ -569,7 +613,9 @@ fn distill_step(
 /// student elements that differ from the teacher.
 pub fn build_models(cfg: &DinoConfig) -> Result<(DinoModel, DinoModel, usize)> {
     let head = cfg.head_config();
-    let teacher = DinoModel::new(&cfg.encoder, &head, &mut Rng::new(cfg.teacher_seed).stream("teacher"))?;
+    let mut teacher = DinoModel::new(&cfg.encoder, &head, &mut Rng::new(cfg.teacher_seed).stream("teacher"))?;
+    // Batch statistics: the teacher stays in train mode for good (spec §8.2).
+    teacher.train(cfg.teacher_bn == TeacherBn::BatchStats);
     let mut student = DinoModel::new(&cfg.encoder, &head, &mut Rng::new(cfg.student_seed).stream("student"))?;
     let differs = method::init_student(&teacher, &mut student, cfg.alpha)?;
     Ok((teacher, student, differs))
