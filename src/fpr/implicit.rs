@@ -153,9 +153,20 @@ pub fn recorded_state<B: Send + Sync + 'static, I: Send + Sync + 'static>(
                 return Ok(out);
             }
             let (frozen, inp_d) = freeze();
+            // The step `y = F(h)` at `h = h*` is recorded once, at the first adjoint
+            // iteration, and every iteration backpropagates a new `w` through the same
+            // graph (backward leaves a graph intact), so an iteration costs one backward
+            // pass instead of a forward and a backward. Bit for bit the per-iteration
+            // re-recording: the graph's saved values are the same each time.
+            let hv = h_star.detach().requires_grad_();
+            let graph: Mutex<Option<Tensor>> = Mutex::new(None);
             let vjp: VjpFn = Arc::new(move |w: &Tensor| {
-                let hv = h_star.detach().requires_grad_();
-                let y = step(&frozen, &inp_d, &hv)?;
+                let mut slot = graph.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.is_none() {
+                    *slot = Some(step(&frozen, &inp_d, &hv)?);
+                }
+                let y = slot.as_ref().expect("recorded above");
+                hv.zero_grad();
                 if y.requires_grad() {
                     y.backward_with(w)?;
                 }
