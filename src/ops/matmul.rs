@@ -96,9 +96,10 @@ fn gemm_rows_per_task(m: usize) -> usize {
 /// when the product is large enough to pay for a fork/join. A short, wide product (a
 /// batch of 128 rows times a weight matrix) is split over column blocks instead: every
 /// row task would re-pack the whole right-hand side, while a column task packs only
-/// its own part of it (measured 15 % faster over the MLP student's GEMMs on 2 threads,
-/// `fixpoint bench core`). The split never changes a result: each element's sum runs
-/// over `k` in the same blocks and order whichever block of `c` it is computed in.
+/// its own part of it (the MLP student's 18 GEMMs at batch 128 took 52–56 ms instead of
+/// 62–69 on 2 threads in a one-off timing; `fixpoint dino --bench-steps` shows the step).
+/// The split never changes a result: each element's sum runs over `k` in the same
+/// blocks and order whichever block of `c` it is computed in (tested at 1–4 threads).
 pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert_eq!(c.len(), m * n);
