@@ -242,6 +242,89 @@ fn chunked_solve_is_thread_independent_and_checks_its_arguments() {
     assert!(core.solve_chunked(&cfg, 10, 0).is_err());
 }
 
+/// `steps(h, k)` (k iterations in one pass over memory when `Q` ignores `h`) gives
+/// the bits of `k` calls of `step_with_residuals`, and the same residuals, on the fused
+/// path, the two-pass path (3 sequences at 4 threads) and with a state-dependent mixer
+/// (one call per iteration); bad arguments are errors. The solve, which takes its
+/// iterations two at a time while undamped, gives the iterates and statistics of one
+/// iteration per call: undamped, damped from the start, with steps that decay mid-run
+/// (patience 1, decay ½), with budgets that end on either iteration of a pair, and at
+/// several thresholds (so that some solve converges on the first iteration of a pair).
+#[test]
+fn multi_iteration_steps_and_solve_match_single_steps() {
+    use fixpoint::fpr::solver::solve_with;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (mut odd_converged, mut decayed) = (false, false);
+    for (b, state) in [(5, false), (5, true), (3, false), (6, false)] {
+        let ranges = Ranges { lambda: (0.3, 0.95), alpha_pre: (-2.0, 2.0), w_h_gain: state.then_some(0.7) };
+        let mut rng = Rng::new(91 + b as u64);
+        let p = Problem::random(b, 23, 17, 2, 2.0, &ranges, &mut rng);
+        let h: Vec<f32> = (0..b * 23 * 17).map(|_| rng.range(-1.0, 1.0)).collect();
+        let core = p.core();
+        assert_eq!(core.multi_step(), !state);
+        for threads in [1, 2, 4] {
+            fixpoint::cpu::par::with_threads(Some(threads), || {
+                let mut ws = fixpoint::fpr::Workspace::default();
+                for k in 1..=3 {
+                    let (mut want, mut cur) = (vec![0.0f32; h.len()], h.clone());
+                    let mut want_res = vec![0.0f32; k * b];
+                    for j in 0..k {
+                        core.step_with_residuals(&cur, &mut want, &mut ws, 1e-8, &mut want_res[j * b..(j + 1) * b])
+                            .unwrap();
+                        cur.copy_from_slice(&want);
+                    }
+                    let (mut got, mut res) = (vec![f32::NAN; h.len()], vec![f32::NAN; k * b]);
+                    core.steps(&h, &mut got, &mut ws, k, Some((1e-8, &mut res))).unwrap();
+                    let at = format!("b {b} state {state} threads {threads} k {k}");
+                    assert_eq!(bits(&got), bits(&want), "{at}");
+                    assert_eq!(bits(&res), bits(&want_res), "{at}");
+                    let mut plain = vec![f32::NAN; h.len()];
+                    core.steps(&h, &mut plain, &mut ws, k, None).unwrap();
+                    assert_eq!(bits(&plain), bits(&want), "{at}");
+                }
+                let mut out = vec![0.0f32; h.len()];
+                assert!(core.steps(&h, &mut out, &mut ws, 0, None).is_err());
+                assert!(core.steps(&h, &mut out, &mut ws, 2, Some((1e-8, &mut vec![0.0; b]))).is_err());
+                assert!(core.steps(&h[1..], &mut out[1..], &mut ws, 2, None).is_err());
+                let (base, _) = tight_solver();
+                let p = base.patience;
+                let t = base.threshold;
+                let settings = [
+                    (1.0f32, p, 1.0, 500, t),
+                    (0.7, p, 1.0, 500, t),
+                    (1.0, 1, 0.5, 500, t),
+                    (1.0, p, 1.0, 7, t),
+                    (1.0, p, 1.0, 8, t),
+                    (1.0, p, 1.0, 500, 1e-3),
+                    (1.0, p, 1.0, 500, 1e-4),
+                    (1.0, p, 1.0, 500, 1e-5),
+                ];
+                for (stepsize, patience, decay, lmax, threshold) in settings {
+                    let cfg = SolverConfig { stepsize, patience, decay, threshold, eval_lmax: lmax, ..base };
+                    let run = SolveRun { quantile: 1.0, lmax };
+                    let (ours, st) = core.solve(&cfg, &run, None).unwrap();
+                    let mut ws2 = fixpoint::fpr::Workspace::default();
+                    let (theirs, st2) = solve_with(core.shape(), &cfg, &run, None, |y, out, r| {
+                        core.step_with_residuals(y, out, &mut ws2, cfg.eps, r)
+                    })
+                    .unwrap();
+                    let at = format!(
+                        "b {b} state {state} threads {threads} step {stepsize} patience {patience} lmax {lmax}"
+                    );
+                    assert_eq!(bits(&ours), bits(&theirs), "{at}");
+                    assert_eq!(st, st2, "{at}");
+                    assert!(st.iterations > 3, "{at}: {st:?}");
+                    odd_converged |= st.converged && st.iterations % 2 == 1;
+                    decayed |= stepsize == 1.0 && st.stepsize.iter().any(|&s| s < 1.0);
+                }
+            })
+            .unwrap();
+        }
+    }
+    assert!(odd_converged, "no solve converged on the first iteration of a pair");
+    assert!(decayed, "no undamped solve decayed a step mid-run");
+}
+
 /// The solver's step with its residuals taken in the same pass: the same `F(h)` as
 /// `step` and the same per-sequence residuals as the solver's separate residual pass,
 /// bit for bit, at 1, 2 and 3 threads (3 sequences take the two-pass path at 4+), and a

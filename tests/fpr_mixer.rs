@@ -388,27 +388,28 @@ fn householder_from_pre_is_the_composite_and_has_its_gradient() {
     assert!(householder_from_pre(&Tensor::zeros([2, 8]), &a, &v, 2.0, 0.0).is_err(), "eps must be positive");
 }
 
-/// The solver's fused row `H_r ⋯ H_1 (b⊙x − h) + h` (`householder_mix_row`, `r + 1`
-/// passes) is bit for bit the three-step computation (`b⊙x − h`, `householder_row`,
-/// `+ h`) for every length around the 8- and 32-lane block edges and ranks 0 to 4, and
-/// `householder_row` matches an f64 evaluation of the reflections.
+/// The solver's row `H_r ⋯ H_1 (b⊙x − h) + h` in its Gram form (`householder_mix_row`:
+/// `b⊙x − Σ c_i u_i` with the `c_i` from the dot products and the Gram matrix, two
+/// passes), with the products computed in the pass and with the row's precomputed
+/// extras (`u_i·b⊙x` and the Gram entries), against an f64 evaluation of the
+/// reflections one after another, for every length around the 8- and 16-lane block
+/// edges and ranks 0 to 6 (ranks above 4 take the general loop); the extras against
+/// f64 dot products; `householder_row` (the graph op's row) against the same f64
+/// reference; and the fused gate row (`householder_mix_gate_row`) bit for bit the mixed
+/// row followed by the scan's gate step.
 #[test]
-fn fused_householder_row_is_the_three_step_row() {
-    use fixpoint::fpr::mixer::{householder_mix_row, householder_row};
+fn solver_householder_row_is_the_reflections() {
+    use fixpoint::fpr::mixer::{
+        householder_extras_len, householder_mix_gate_row, householder_mix_row, householder_row, householder_row_extras,
+    };
     let mut rng = Rng::new(21);
-    for &d in &[1usize, 7, 8, 9, 31, 32, 33, 63, 64, 65, 128, 131] {
-        for r in 0..=4 {
-            let mut u: Vec<f32> = (0..r * d).map(|_| rng.normal()).collect();
-            for ui in u.chunks_mut(d) {
-                let n = ui.iter().map(|v| v * v).sum::<f32>().sqrt();
-                ui.iter_mut().for_each(|v| *v /= n);
-            }
+    for &d in &[1usize, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128, 131] {
+        for r in 0..=6 {
+            let u = unit_rows(r, d, &mut rng);
             let alpha: Vec<f32> = (0..r).map(|_| rng.range(0.05, 0.95)).collect();
             let bx: Vec<f32> = (0..d).map(|_| rng.range(-1.0, 1.0)).collect();
             let h: Vec<f32> = (0..d).map(|_| rng.range(-1.0, 1.0)).collect();
-            let mut want: Vec<f32> = bx.iter().zip(&h).map(|(a, b)| a - b).collect();
-            householder_row(&u, &alpha, 2.0, &mut want);
-            // f64 reference of the reflections on b⊙x − h.
+            // f64 reference: the reflections on b⊙x − h, then + h.
             let mut v64: Vec<f64> = bx.iter().zip(&h).map(|(a, b)| (*a - *b) as f64).collect();
             for i in 0..r {
                 let ui = &u[i * d..(i + 1) * d];
@@ -416,17 +417,60 @@ fn fused_householder_row_is_the_three_step_row() {
                 let c = 2.0 * alpha[i] as f64 * dot;
                 v64.iter_mut().zip(ui).for_each(|(v, &x)| *v -= c * x as f64);
             }
-            for (a, b) in want.iter().zip(&v64) {
-                assert!((*a as f64 - b).abs() < 1e-5, "d {d} r {r}: {a} vs {b}");
+            let mut refl: Vec<f32> = bx.iter().zip(&h).map(|(a, b)| a - b).collect();
+            householder_row(&u, &alpha, 2.0, &mut refl);
+            for (a, b) in refl.iter().zip(&v64) {
+                assert!((*a as f64 - b).abs() < 1e-5, "householder_row d {d} r {r}: {a} vs {b}");
             }
-            want.iter_mut().zip(&h).for_each(|(v, b)| *v += b);
-            let mut got = vec![f32::NAN; d];
-            householder_mix_row(&u, &alpha, 2.0, &bx, &h, &mut got);
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "d {d} r {r}"
-            );
+            v64.iter_mut().zip(&h).for_each(|(v, &b)| *v += b as f64);
+            let el = householder_extras_len(r);
+            assert_eq!(el, r * (r + 1) / 2);
+            let mut ex = vec![f32::NAN; el];
+            householder_row_extras(&u, r, &bx, &mut ex);
+            let dot64 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+            let mut at = r;
+            for i in 0..r {
+                let ui = &u[i * d..(i + 1) * d];
+                assert!((ex[i] as f64 - dot64(ui, &bx)).abs() < 1e-5, "u·bx d {d} r {r} i {i}");
+                for j in 0..i {
+                    let g = dot64(ui, &u[j * d..(j + 1) * d]);
+                    assert!((ex[at] as f64 - g).abs() < 1e-5, "gram d {d} r {r} ({i}, {j}): {} vs {g}", ex[at]);
+                    at += 1;
+                }
+            }
+            for extras in [None, Some(&ex[..])] {
+                let mut got = vec![f32::NAN; d];
+                householder_mix_row((&u, &alpha, 2.0), extras, &bx, &h, &mut got);
+                for (j, (a, b)) in got.iter().zip(&v64).enumerate() {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-5,
+                        "householder_mix_row d {d} r {r} extras {} [{j}]: {a} vs {b}",
+                        extras.is_some()
+                    );
+                }
+                // The fused gate row: `λ·carry + (1 − λ)·x̃` with the scan's rounding.
+                let lam: Vec<f32> = (0..d).map(|_| rng.range(0.05, 0.99)).collect();
+                let carry: Vec<f32> = (0..d).map(|_| rng.range(-1.0, 1.0)).collect();
+                for with_carry in [false, true] {
+                    let want: Vec<u32> = (0..d)
+                        .map(|j| {
+                            let c = if with_carry { carry[j] } else { 0.0 };
+                            lam[j].mul_add(c, (1.0 - lam[j]) * got[j]).to_bits()
+                        })
+                        .collect();
+                    let mut out = vec![f32::NAN; d];
+                    let rows = (&bx[..], &h[..], &lam[..]);
+                    householder_mix_gate_row(
+                        (&u, &alpha, 2.0),
+                        extras,
+                        rows,
+                        with_carry.then_some(&carry[..]),
+                        &mut out,
+                    );
+                    let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(bits, want, "gate row d {d} r {r} carry {with_carry} extras {}", extras.is_some());
+                }
+            }
         }
     }
 }

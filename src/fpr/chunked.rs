@@ -166,7 +166,8 @@ impl FpCore {
                     let (prev, rest) = nxt.split_at_mut(i * d);
                     let carry_row = if i == 0 { carry } else { Some(&prev[(i - 1) * d..]) };
                     let (bx, hr, lam) = (&self.bx[o..o + d], &cur[i * d..(i + 1) * d], &self.lambda[o..o + d]);
-                    mix_gate_row(k, c, (bx, hr, lam), carry_row, (&mut rs.v, &mut rs.scratch), &mut rest[..d]);
+                    let ex = self.row_extras(row);
+                    mix_gate_row(k, (c, ex), (bx, hr, lam), carry_row, (&mut rs.v, &mut rs.scratch), &mut rest[..d]);
                     // The residual of §2.5 row by row while the row is in L1 (the same
                     // per-row terms and maximum as `sample_residual`).
                     res = row_residual(res, &cur[i * d..(i + 1) * d], &rest[..d], cfg.eps);

@@ -37,6 +37,10 @@ pub struct FpCore {
     /// Mixer coefficients per row (`coef_len` each) when `Q` does not depend on `h`
     /// (computed once).
     fixed: Option<Vec<f32>>,
+    /// With fixed Householder coefficients, each row's `u_i·b⊙x` and Gram entries
+    /// ([`super::mixer::householder_row_extras`], `extras_len` each), computed once so
+    /// that an iteration's first pass reads only `h` and `u`.
+    extras: Option<(Vec<f32>, usize)>,
 }
 
 /// Buffers reused across evaluations of [`FpCore::step`].
@@ -45,6 +49,8 @@ pub struct Workspace {
     hs: Vec<f32>,
     pre: Vec<f32>,
     u_scan: Vec<f32>,
+    /// The previous iterate when [`FpCore::steps`] takes its iterations one call at a time.
+    prev: Vec<f32>,
 }
 
 impl FpCore {
@@ -81,7 +87,20 @@ impl FpCore {
             k if !k.uses_state() => Some(all_coefficients(k, k_base(k), batch * time)),
             _ => None,
         };
-        Ok(FpCore { batch, time, dim, lambda, bx, mixer, fixed })
+        let extras = match (&mixer, &fixed) {
+            (MixerKernel::Householder(hk), Some(f)) => {
+                let (r, cl) = (hk.rank, mixer.coef_len());
+                let el = super::mixer::householder_extras_len(r);
+                let mut ex = vec![0.0f32; batch * time * el];
+                for row in 0..batch * time {
+                    let (u, bxr) = (&f[row * cl..row * cl + r * dim], &bx[row * dim..(row + 1) * dim]);
+                    super::mixer::householder_row_extras(u, r, bxr, &mut ex[row * el..(row + 1) * el]);
+                }
+                Some((ex, el))
+            }
+            _ => None,
+        };
+        Ok(FpCore { batch, time, dim, lambda, bx, mixer, fixed, extras })
     }
 
     pub fn shape(&self) -> SolveShape {
@@ -134,51 +153,148 @@ impl FpCore {
             }
             return Ok(());
         }
-        let k = &self.mixer;
-        let (per, d) = (self.time * self.dim, self.dim);
         if self.batch < crate::cpu::par::threads() {
             self.two_pass(h, out, ws)?;
             if let Some((eps, r)) = res {
-                super::solver::residuals(h, out, self.time, d, eps, r);
+                super::solver::residuals(h, out, self.time, self.dim, eps, r);
             }
             return Ok(());
         }
-        let pre = &ws.pre;
-        let seqs = rows_per_task(per * (k.coef_len() + 4 * d).div_ceil(d.max(1)));
+        self.fused_pass(h, out, &ws.pre, 1, res);
+        Ok(())
+    }
+
+    /// Whether [`FpCore::steps`] can take several iterations in one pass: `Q` must not
+    /// depend on `h` (the next iteration's row `t` needs only this iteration's rows up
+    /// to `t`).
+    pub fn multi_step(&self) -> bool {
+        !self.mixer.uses_state()
+    }
+
+    /// `out = F^k(h)`: `k` iterations, and with `res = Some((eps, r))` each one's
+    /// per-sequence residual (as [`FpCore::step_with_residuals`]) into `r`,
+    /// iteration-major (`r[j·B + b]`, `k·B` values).
+    ///
+    /// With [`FpCore::multi_step`] and at least as many sequences as threads, the `k`
+    /// iterations share one pass over memory: for each row `t`, iteration `j` maps
+    /// iteration `j − 1`'s row `t` with its own previous row as the scan's carry, so the
+    /// row's `λ`, `b⊙x` and mixer coefficients are read once for all `k`, and only
+    /// `F^k(h)` is written. The same arithmetic per row, so `out` and `res` are bit for bit
+    /// those of `k` calls of `step_with_residuals`. Otherwise it makes those `k` calls.
+    pub fn steps(
+        &self,
+        h: &[f32],
+        out: &mut [f32],
+        ws: &mut Workspace,
+        k: usize,
+        mut res: Option<(f32, &mut [f32])>,
+    ) -> Result<()> {
+        let b = self.batch;
+        if k == 0 || res.as_ref().is_some_and(|r| r.1.len() != k * b) {
+            return Err(Error::InvalidArgument {
+                op: "FpCore::steps",
+                message: format!(
+                    "k = {k} iterations need k ≥ 1 and k·B = {} residuals; res holds {}",
+                    k * b,
+                    res.as_ref().map_or(0, |r| r.1.len())
+                ),
+            });
+        }
+        if k == 1 || !self.multi_step() || b < crate::cpu::par::threads() {
+            let mut prev = std::mem::take(&mut ws.prev);
+            for j in 0..k {
+                let r = res.as_mut().map(|(eps, r)| (*eps, &mut r[j * b..(j + 1) * b]));
+                if j == 0 {
+                    self.step_impl(h, out, ws, r)?;
+                } else {
+                    prev.clear();
+                    prev.extend_from_slice(out);
+                    self.step_impl(&prev, out, ws, r)?;
+                }
+            }
+            ws.prev = prev;
+            return Ok(());
+        }
+        let _p = crate::profile::fwd("fp_step");
+        if !self.begin("FpCore::steps", h, out, ws)? {
+            if let Some((_, r)) = res {
+                r.fill(0.0);
+            }
+            return Ok(());
+        }
+        match res {
+            None => self.fused_pass(h, out, &ws.pre, k, None),
+            Some((eps, r)) => {
+                // Sequence-major in the pass (each task owns its sequences' residuals).
+                let mut by_seq = vec![0.0f32; k * b];
+                self.fused_pass(h, out, &ws.pre, k, Some((eps, &mut by_seq)));
+                for (s, rs) in by_seq.chunks_exact(k).enumerate() {
+                    for (j, &v) in rs.iter().enumerate() {
+                        r[j * b + s] = v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fused per-sequence pass: `out = F^k(h)` (`k > 1` only when `Q` does not depend
+    /// on `h`), and with `res = Some((eps, r))` the residual of each iteration per
+    /// sequence into `r` (sequence-major, `r[b·k + j]`).
+    fn fused_pass(&self, h: &[f32], out: &mut [f32], pre: &[f32], k: usize, res: Option<(f32, &mut [f32])>) {
+        let mk = &self.mixer;
+        let (per, d) = (self.time * self.dim, self.dim);
+        let seqs = rows_per_task(per * (mk.coef_len() + 4 * d).div_ceil(d.max(1)));
         let (eps, want_res) = res.as_ref().map_or((0.0, false), |r| (r.0, true));
         let mut scratch_res = Vec::new();
         let res: &mut [f32] = match res {
             Some((_, r)) => r,
             None => {
-                scratch_res.resize(self.batch, 0.0);
+                scratch_res.resize(self.batch * k, 0.0);
                 &mut scratch_res
             }
         };
         // One task per group of `seqs` sequences (a function of the sizes only).
         let task = |g: usize, (chunk, rg): (&mut [f32], &mut [f32])| {
-            let mut rs = RowScratch::new(k, d);
-            for (i, (seq, r)) in chunk.chunks_exact_mut(per).zip(rg.iter_mut()).enumerate() {
+            let mut rs = RowScratch::new(mk, d);
+            // Rows `t` and `t − 1` of the intermediate iterates `1..k` (the last one's are
+            // in `out`).
+            let (mut cur, mut prev) = (vec![0.0f32; (k - 1) * d], vec![0.0f32; (k - 1) * d]);
+            // The residuals stay in the task's own buffer until the sequence ends (the
+            // tasks' slices of `res` share cache lines).
+            let mut worst_k = vec![0.0f32; k];
+            for (i, (seq, r)) in chunk.chunks_exact_mut(per).zip(rg.chunks_exact_mut(k)).enumerate() {
                 let row0 = (g * seqs + i) * self.time;
-                let mut worst = 0.0f32;
+                worst_k.fill(0.0);
                 for t in 0..self.time {
                     let (row, o) = (row0 + t, t * d);
                     let (done, rest) = seq.split_at_mut(o);
-                    let carry = (t > 0).then(|| &done[o - d..o]);
-                    self.mixed_gated_row(row, h, pre, &mut rs, carry, &mut rest[..d]);
-                    if want_res {
-                        worst = super::solver::row_residual(worst, &h[row * d..(row + 1) * d], &rest[..d], eps);
+                    let h_row = &h[row * d..(row + 1) * d];
+                    for (j, worst) in worst_k.iter_mut().enumerate() {
+                        // Iteration j + 1 maps row t of iteration j (`h` for j = 0).
+                        let (before, after) = cur.split_at_mut(j * d);
+                        let src: &[f32] = if j == 0 { h_row } else { &before[(j - 1) * d..] };
+                        let (dst, carry): (&mut [f32], Option<&[f32]>) = if j + 1 == k {
+                            (&mut rest[..d], (t > 0).then(|| &done[o - d..o]))
+                        } else {
+                            (&mut after[..d], (t > 0).then(|| &prev[j * d..(j + 1) * d]))
+                        };
+                        self.mixed_gated_row(row, src, pre, &mut rs, carry, dst);
+                        if want_res {
+                            *worst = super::solver::row_residual(*worst, &src[..d], dst, eps);
+                        }
                     }
+                    std::mem::swap(&mut cur, &mut prev);
                 }
-                *r = worst;
+                r.copy_from_slice(&worst_k);
             }
         };
         if out.len() < crate::cpu::par::ELEMWISE_MIN || crate::cpu::par::threads() == 1 {
-            out.chunks_mut(per * seqs).zip(res.chunks_mut(seqs)).enumerate().for_each(|(g, w)| task(g, w));
+            out.chunks_mut(per * seqs).zip(res.chunks_mut(seqs * k)).enumerate().for_each(|(g, w)| task(g, w));
         } else {
             use rayon::prelude::*;
-            out.par_chunks_mut(per * seqs).zip(res.par_chunks_mut(seqs)).enumerate().for_each(|(g, w)| task(g, w));
+            out.par_chunks_mut(per * seqs).zip(res.par_chunks_mut(seqs * k)).enumerate().for_each(|(g, w)| task(g, w));
         }
-        Ok(())
     }
 
     /// [`FpCore::step`] in two passes over memory: all rows mixed and gated in parallel
@@ -259,7 +375,8 @@ impl FpCore {
         let o = row * self.dim;
         let RowScratch { v, coef, scratch } = rs;
         let c = self.row_coefficients(row, pre, coef, scratch);
-        mix_row_into(&self.mixer, c, &self.bx[o..o + self.dim], &h[o..o + self.dim], v, scratch);
+        let rows = (&self.bx[o..o + self.dim], &h[o..o + self.dim]);
+        mix_row_into(&self.mixer, c, self.row_extras(row), rows, v, scratch);
     }
 
     /// `out = λ ⊙ carry + (1 − λ) ⊙ (Q (b⊙x − h) + h)` for one row: [`FpCore::mixed_row`]
@@ -268,7 +385,7 @@ impl FpCore {
     fn mixed_gated_row(
         &self,
         row: usize,
-        h: &[f32],
+        h_row: &[f32],
         pre: &[f32],
         rs: &mut RowScratch,
         carry: Option<&[f32]>,
@@ -277,13 +394,19 @@ impl FpCore {
         let (o, d) = (row * self.dim, self.dim);
         let RowScratch { v, coef, scratch } = rs;
         let c = self.row_coefficients(row, pre, coef, scratch);
-        let rows = (&self.bx[o..o + d], &h[o..o + d], &self.lambda[o..o + d]);
-        mix_gate_row(&self.mixer, c, rows, carry, (v, scratch), out);
+        let rows = (&self.bx[o..o + d], &h_row[..d], &self.lambda[o..o + d]);
+        mix_gate_row(&self.mixer, (c, self.row_extras(row)), rows, carry, (v, scratch), out);
     }
 
     /// The mixer coefficients of every row, when `Q` does not depend on `h`.
     pub(super) fn fixed_coefficients(&self) -> Option<&[f32]> {
         self.fixed.as_deref()
+    }
+
+    /// The precomputed Householder extras of `row`, if the coefficients are fixed.
+    #[inline]
+    pub(super) fn row_extras(&self, row: usize) -> Option<&[f32]> {
+        self.extras.as_ref().map(|(ex, el)| &ex[row * el..(row + 1) * el])
     }
 
     /// `pre = base[rows] + shifted · W_h` for `shifted.len() / D` consecutive rows from
@@ -302,10 +425,14 @@ impl FpCore {
 
     /// Solve `h = F(h)` with the §2.5 iteration from `h0` (zeros when `None`). (With
     /// `Q ≡ I` this takes two iterations: the second confirms the first with residual 0.)
+    /// While undamped, with `Q` independent of `h`, two iterations share each pass over
+    /// memory ([`FpCore::steps`]); the iterates and statistics are those of one
+    /// iteration per pass, bit for bit.
     pub fn solve(&self, cfg: &SolverConfig, run: &SolveRun, h0: Option<&[f32]>) -> Result<(Vec<f32>, SolveStats)> {
         let mut ws = Workspace::default();
-        super::solver::solve_with(self.shape(), cfg, run, h0, |h, out, res| {
-            self.step_with_residuals(h, out, &mut ws, cfg.eps, res)
+        let pairs = self.multi_step() && self.batch >= crate::cpu::par::threads();
+        super::solver::solve_with_steps(self.shape(), cfg, run, h0, pairs, |h, out, k, res| {
+            self.steps(h, out, &mut ws, k, Some((cfg.eps, res)))
         })
     }
 
@@ -467,7 +594,7 @@ pub(super) struct RowScratch {
 #[inline]
 pub(super) fn mix_gate_row(
     k: &MixerKernel,
-    c: &[f32],
+    (c, extras): (&[f32], Option<&[f32]>),
     (bx, hr, lam): (&[f32], &[f32], &[f32]),
     carry: Option<&[f32]>,
     (v, scratch): (&mut [f32], &mut [f32]),
@@ -475,14 +602,23 @@ pub(super) fn mix_gate_row(
 ) {
     if let MixerKernel::Householder(hk) = k {
         let (u, a) = c.split_at(hk.rank * out.len());
-        return super::mixer::householder_mix_gate_row(u, a, hk.alpha_scale, bx, hr, lam, carry, v, out);
+        return super::mixer::householder_mix_gate_row((u, a, hk.alpha_scale), extras, (bx, hr, lam), carry, out);
     }
-    mix_row_into(k, c, bx, hr, v, scratch);
+    mix_row_into(k, c, extras, (bx, hr), v, scratch);
     gate_scan_row(lam, v, carry, out);
 }
 
+/// `v = Q (b⊙x − h) + h` for one row (`extras`: the row's precomputed Householder
+/// extras, if any).
 #[inline]
-fn mix_row_into(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], v: &mut [f32], scratch: &mut [f32]) {
+fn mix_row_into(
+    k: &MixerKernel,
+    c: &[f32],
+    extras: Option<&[f32]>,
+    (bx, hr): (&[f32], &[f32]),
+    v: &mut [f32],
+    scratch: &mut [f32],
+) {
     if let MixerKernel::Identity = k {
         v.copy_from_slice(bx);
         return;
@@ -490,7 +626,7 @@ fn mix_row_into(k: &MixerKernel, c: &[f32], bx: &[f32], hr: &[f32], v: &mut [f32
     let d = v.len();
     if let MixerKernel::Householder(hk) = k {
         let (u, a) = c.split_at(hk.rank * d);
-        return super::mixer::householder_mix_row(u, a, hk.alpha_scale, bx, hr, v);
+        return super::mixer::householder_mix_row((u, a, hk.alpha_scale), extras, bx, hr, v);
     }
     let (bx, hr) = (&bx[..d], &hr[..d]);
     for j in 0..d {

@@ -40,9 +40,10 @@ use crate::tensor::Tensor;
 ///
 /// `r + 1` passes over the row instead of `2r`: the update by `u_i` and the dot product
 /// with `u_{i+1}` share a pass, and the dot products keep four independent 8-lane
-/// accumulators (so a row is not one long chain of dependent FMAs). Every path (the
-/// solver's fused iteration, the mixer op, the backward's recomputation) calls this, so
-/// they agree bit for bit.
+/// accumulators (so a row is not one long chain of dependent FMAs). The mixer op and the
+/// backward's recomputation call this, so they agree bit for bit; the solver, outside
+/// the graph, uses the two-pass Gram form of [`householder_mix_row`] (equal up to
+/// rounding).
 #[inline]
 pub fn householder_row(u: &[f32], alpha: &[f32], scale: f32, v: &mut [f32]) {
     let d = v.len();
@@ -141,86 +142,346 @@ fn row_pass(
     s
 }
 
-/// The passes that [`householder_mix_row`] and [`householder_mix_gate_row`] share:
-/// `v = H_{r−1} ⋯ H_1 (bx − h)` (the difference in the first dot product's pass, each
-/// update in the next dot product's), returning the last reflection's coefficient
-/// `−scale·α_r·(u_r · v)`. Needs `r ≥ 1`.
+/// The solver's form of `H_r ⋯ H_1 w` (`w = b⊙x − h`): with `H_i = I − s α_i u_i u_iᵀ`,
+///
+/// ```text
+/// H_r ⋯ H_1 w = w − Σ_i c_i u_i,   c_i = s α_i (u_i·w − Σ_{j<i} c_j (u_i·u_j))
+/// ```
+///
+/// so one pass over the row takes the `r` dot products `u_i·w` (with `w` formed on the
+/// fly, never stored) and the `r(r−1)/2` Gram entries `u_i·u_j`, and a second pass forms
+/// `x̃ = Q w + h = b⊙x − Σ c_i u_i`. Two passes at any rank, against `r + 1` for the
+/// reflections one after another, and no scratch row. A `GramFn` writes the `r`
+/// coefficients `c` of one row from `(u, α, s, b⊙x, h)`. Ranks 0 to 4 are compiled for
+/// their rank (accumulators in registers, loops over `i` unrolled); higher ranks take
+/// [`gram_coefficients_any`] and loops over `i`.
+///
+/// With `extras` (the row's [`householder_row_extras`]: `u_i·b⊙x` and the Gram entries,
+/// precomputed once when the coefficients do not depend on `h`), the first pass takes
+/// `u_i·w = u_i·b⊙x − u_i·h` and reads neither `b⊙x` nor the Gram products.
+type GramFn = fn(&[f32], &[f32], f32, Option<&[f32]>, &[f32], &[f32], &mut [f32]);
+
+/// Values per row of [`householder_row_extras`] for rank `r`.
+pub fn householder_extras_len(r: usize) -> usize {
+    r + r * r.saturating_sub(1) / 2
+}
+
+/// Index of the Gram entry `u_i·u_j` (`j < i`) in a row's extras.
 #[inline(always)]
-fn reflect_all_but_last(u: &[f32], alpha: &[f32], scale: f32, bx: &[f32], h: &[f32], v: &mut [f32]) -> f32 {
-    let (d, r) = (v.len(), alpha.len());
-    let mut dot = row_pass(v, Some(&u[..d]), |j, _| lanes(bx, j) - lanes(h, j), |j, _| bx[j] - h[j]);
-    for i in 0..r - 1 {
-        let c = -(scale * alpha[i] * dot);
-        dot = axpy_dot(c, &u[i * d..(i + 1) * d], v, Some(&u[(i + 1) * d..(i + 2) * d]));
-    }
-    -(scale * alpha[r - 1] * dot)
+fn gram_index(r: usize, i: usize, j: usize) -> usize {
+    r + i * (i - 1) / 2 + j
 }
 
-/// `v = H_r ⋯ H_1 (bx − h) + h` for one row: the same arithmetic as `v = bx − h`,
-/// [`householder_row`], `v += h` (bit for bit), in `r + 1` passes instead of `r + 3`: the
-/// difference shares a pass with the first dot product and the last update with `+ h`.
-#[inline]
-pub fn householder_mix_row(u: &[f32], alpha: &[f32], scale: f32, bx: &[f32], h: &[f32], v: &mut [f32]) {
-    let d = v.len();
-    let (bx, h) = (&bx[..d], &h[..d]);
-    let r = alpha.len();
-    if r == 0 {
-        for j in 0..d {
-            v[j] = (bx[j] - h[j]) + h[j];
+/// What the solver's row needs of the coefficients and `b⊙x` alone, for `Q` independent
+/// of `h`: `out[i] = u_i·b⊙x` (`i < r`), then the Gram entries `u_i·u_j` (`j < i`, row by
+/// row). `out` holds [`householder_extras_len`]`(r)` values.
+pub fn householder_row_extras(u: &[f32], r: usize, bx: &[f32], out: &mut [f32]) {
+    let d = bx.len();
+    let ui = |i: usize| &u[i * d..(i + 1) * d];
+    for i in 0..r {
+        out[i] = dot_lanes(ui(i), bx);
+        for j in 0..i {
+            out[gram_index(r, i, j)] = dot_lanes(ui(i), ui(j));
         }
-        return;
     }
-    let c = reflect_all_but_last(u, alpha, scale, bx, h, v);
-    let (ul, cv) = (&u[(r - 1) * d..r * d], wide::f32x8::splat(c));
-    row_pass(v, None, |j, v| cv.mul_add(lanes(ul, j), lanes(v, j)) + lanes(h, j), |j, v| c.mul_add(ul[j], v[j]) + h[j]);
 }
 
-/// [`householder_mix_row`] followed by the gate and one scan step,
-/// `out = λ ⊙ carry + (1 − λ) ⊙ x̃` (carry zero when None), with the last reflection,
-/// `+ h`, the gate and the scan step in one pass (`r + 1` passes in all); `v` is
-/// scratch. Bit for bit the separate steps (the scan kernel's `λ.mul_add(carry, (1 − λ)·x̃)`).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub fn householder_mix_gate_row(
+/// `R` of a row kernel whose rank is known only at run time.
+const DYN_RANK: usize = usize::MAX;
+
+/// `$f::<R>(its GramFn, args…)` with `R` the rank when it is 0 to 4, else `DYN_RANK`.
+macro_rules! by_rank {
+    ($r:expr, $f:ident($($arg:expr),*)) => {
+        match $r {
+            0 => $f::<0>(gram_coefficients_r::<0>, $($arg),*),
+            1 => $f::<1>(gram_coefficients_r::<1>, $($arg),*),
+            2 => $f::<2>(gram_coefficients_r::<2>, $($arg),*),
+            3 => $f::<3>(gram_coefficients_r::<3>, $($arg),*),
+            4 => $f::<4>(gram_coefficients_r::<4>, $($arg),*),
+            _ => $f::<DYN_RANK>(gram_coefficients_any, $($arg),*),
+        }
+    };
+}
+
+/// `c_i` from the dot products `p_i = u_i·w` and the Gram entries `g(i, j) = u_i·u_j`.
+#[inline(always)]
+fn triangular_coefficients(alpha: &[f32], scale: f32, p: &[f32], g: impl Fn(usize, usize) -> f32, c: &mut [f32]) {
+    for i in 0..alpha.len() {
+        let mut s = p[i];
+        for j in 0..i {
+            s = (-c[j]).mul_add(g(i, j), s);
+        }
+        c[i] = scale * alpha[i] * s;
+    }
+}
+
+/// The coefficients `c` (a [`GramFn`]) for rank `R ≤ 4`: two 8-lane accumulators per dot
+/// product (blocks of 16), then one over a last block of 8, then the scalar tail.
+#[inline(always)]
+fn gram_coefficients_r<const R: usize>(
     u: &[f32],
     alpha: &[f32],
     scale: f32,
+    extras: Option<&[f32]>,
+    bx: &[f32],
+    h: &[f32],
+    c: &mut [f32],
+) {
+    use wide::f32x8;
+    let d = bx.len();
+    let (u, h) = (&u[..R * d], &h[..d]);
+    // Whole 8-lane chunks, sliced to one length so that the loop needs no bounds checks.
+    let nb = d / 8;
+    let (bxc, hc) = (&bx.as_chunks::<8>().0[..nb], &h.as_chunks::<8>().0[..nb]);
+    let uc: [&[[f32; 8]]; R] = std::array::from_fn(|i| &u[i * d..(i + 1) * d].as_chunks::<8>().0[..nb]);
+    let mut ps = [0.0f32; R];
+    let mut gs = [[0.0f32; R]; R];
+    if let Some(ex) = extras {
+        // `u_i·h` only; `u_i·b⊙x` and the Gram entries are given.
+        let mut p = [[f32x8::ZERO; 2]; R];
+        let block = |k: usize, q: usize, p: &mut [[f32x8; 2]; R]| {
+            let hv = f32x8::new(hc[k]);
+            for i in 0..R {
+                p[i][q] = f32x8::new(uc[i][k]).mul_add(hv, p[i][q]);
+            }
+        };
+        let mut k = 0;
+        while k + 2 <= nb {
+            block(k, 0, &mut p);
+            block(k + 1, 1, &mut p);
+            k += 2;
+        }
+        if k < nb {
+            block(k, 0, &mut p);
+        }
+        for i in 0..R {
+            ps[i] = (p[i][0] + p[i][1]).reduce_add();
+        }
+        for k in nb * 8..d {
+            for i in 0..R {
+                ps[i] = u[i * d + k].mul_add(h[k], ps[i]);
+            }
+        }
+        for i in 0..R {
+            ps[i] = ex[i] - ps[i];
+            for j in 0..i {
+                gs[i][j] = ex[gram_index(R, i, j)];
+            }
+        }
+        triangular_coefficients(alpha, scale, &ps, |i, j| gs[i][j], c);
+        return;
+    }
+    let mut p = [[f32x8::ZERO; 2]; R];
+    let mut g = [[[f32x8::ZERO; 2]; R]; R];
+    let block = |k: usize, q: usize, p: &mut [[f32x8; 2]; R], g: &mut [[[f32x8; 2]; R]; R]| {
+        let w = f32x8::new(bxc[k]) - f32x8::new(hc[k]);
+        let us: [f32x8; R] = std::array::from_fn(|i| f32x8::new(uc[i][k]));
+        for i in 0..R {
+            p[i][q] = us[i].mul_add(w, p[i][q]);
+            for j in 0..i {
+                g[i][j][q] = us[i].mul_add(us[j], g[i][j][q]);
+            }
+        }
+    };
+    let mut k = 0;
+    while k + 2 <= nb {
+        block(k, 0, &mut p, &mut g);
+        block(k + 1, 1, &mut p, &mut g);
+        k += 2;
+    }
+    if k < nb {
+        block(k, 0, &mut p, &mut g);
+    }
+    let o = nb * 8;
+    for i in 0..R {
+        ps[i] = (p[i][0] + p[i][1]).reduce_add();
+        for j in 0..i {
+            gs[i][j] = (g[i][j][0] + g[i][j][1]).reduce_add();
+        }
+    }
+    for k in o..d {
+        let w = bx[k] - h[k];
+        for i in 0..R {
+            let ui = u[i * d + k];
+            ps[i] = ui.mul_add(w, ps[i]);
+            for j in 0..i {
+                gs[i][j] = ui.mul_add(u[j * d + k], gs[i][j]);
+            }
+        }
+    }
+    triangular_coefficients(alpha, scale, &ps, |i, j| gs[i][j], c);
+}
+
+/// The coefficients `c` (a [`GramFn`]) for any rank (one product at a time, each with [`dot_lanes`]'s
+/// order; used above rank 4).
+fn gram_coefficients_any(
+    u: &[f32],
+    alpha: &[f32],
+    scale: f32,
+    extras: Option<&[f32]>,
+    bx: &[f32],
+    h: &[f32],
+    c: &mut [f32],
+) {
+    let (d, r) = (bx.len(), alpha.len());
+    let ui = |i: usize| &u[i * d..(i + 1) * d];
+    match extras {
+        Some(ex) => {
+            let p: Vec<f32> = (0..r).map(|i| ex[i] - dot_lanes(ui(i), &h[..d])).collect();
+            triangular_coefficients(alpha, scale, &p, |i, j| ex[gram_index(r, i, j)], c);
+        }
+        None => {
+            let w: Vec<f32> = bx.iter().zip(&h[..d]).map(|(a, b)| a - b).collect();
+            let p: Vec<f32> = (0..r).map(|i| dot_lanes(ui(i), &w)).collect();
+            triangular_coefficients(alpha, scale, &p, |i, j| dot_lanes(ui(i), ui(j)), c);
+        }
+    }
+}
+
+/// `x̃ = b⊙x − Σ_i c_i u_i` for the 8 lanes of chunk `k` (`uc[i]`: the chunks of `u_i`;
+/// the subtractions in order `i = 1..r`).
+#[inline(always)]
+fn gram_mix8(uc: &[&[[f32; 8]]], c: &[f32], bx: [f32; 8], k: usize) -> wide::f32x8 {
+    let mut x = wide::f32x8::new(bx);
+    for (ui, &ci) in uc.iter().zip(c) {
+        x = wide::f32x8::splat(-ci).mul_add(wide::f32x8::new(ui[k]), x);
+    }
+    x
+}
+
+/// [`gram_mix8`] for one lane.
+#[inline(always)]
+fn gram_mix1(u: &[f32], c: &[f32], bx: &[f32], k: usize) -> f32 {
+    let d = bx.len();
+    c.iter().enumerate().fold(bx[k], |x, (i, &ci)| (-ci).mul_add(u[i * d + k], x))
+}
+
+/// One row's Householder data for the solver: `(u, α, scale, extras)`.
+type Hh<'a> = (&'a [f32], &'a [f32], f32, Option<&'a [f32]>);
+
+/// Coefficients on the stack up to this rank (a heap buffer above it).
+const STACK_RANK: usize = 16;
+
+/// Run `f` with the coefficients `c` of one row (`R` of them, or `alpha.len()` for
+/// `DYN_RANK`; a constant length lets the loops over `c` unroll) and the whole 8-lane
+/// chunks of each `u_i` (`d / 8` of them).
+#[inline(always)]
+fn with_gram<const R: usize, T>(
+    gram: GramFn,
+    (u, alpha, scale, extras): Hh,
+    bx: &[f32],
+    h: &[f32],
+    f: impl FnOnce(&[f32], &[&[[f32; 8]]]) -> T,
+) -> T {
+    let r = if R == DYN_RANK { alpha.len() } else { R };
+    let (d, nb) = (bx.len(), bx.len() / 8);
+    let chunks = |i: usize| &u[i * d..(i + 1) * d].as_chunks::<8>().0[..nb];
+    if r <= STACK_RANK {
+        let mut c = [0.0f32; STACK_RANK];
+        gram(u, &alpha[..r], scale, extras, bx, h, &mut c[..r]);
+        let mut uc: [&[[f32; 8]]; STACK_RANK] = [&[]; STACK_RANK];
+        for (i, x) in uc[..r].iter_mut().enumerate() {
+            *x = chunks(i);
+        }
+        f(&c[..r], &uc[..r])
+    } else {
+        let mut c = vec![0.0f32; r];
+        gram(u, alpha, scale, extras, bx, h, &mut c);
+        let uc: Vec<&[[f32; 8]]> = (0..r).map(chunks).collect();
+        f(&c, &uc)
+    }
+}
+
+/// `v = H_r ⋯ H_1 (b⊙x − h) + h` for one row, in the solver's form (see [`GramFn`]):
+/// `v = b⊙x − Σ c_i u_i`, two passes at any rank. It equals the reflections applied one
+/// after another (`b⊙x − h`, [`householder_row`], `+ h`) up to rounding; every path of
+/// the solver (fused, two-pass, time-blocked) uses this form, so they agree bit for bit.
+#[inline]
+///
+/// `extras`: the row's [`householder_row_extras`] when `Q` does not depend on `h` (the
+/// same value either way, up to rounding; a solve uses one or the other throughout).
+pub fn householder_mix_row(
+    (u, alpha, scale): (&[f32], &[f32], f32),
+    extras: Option<&[f32]>,
+    bx: &[f32],
+    h: &[f32],
+    v: &mut [f32],
+) {
+    by_rank!(alpha.len(), mix_row_r((u, alpha, scale, extras), bx, h, v))
+}
+
+#[inline(always)]
+fn mix_row_r<const R: usize>(gram: GramFn, hh: Hh, bx: &[f32], h: &[f32], v: &mut [f32]) {
+    let (d, u) = (v.len(), hh.0);
+    let bx = &bx[..d];
+    with_gram::<R, ()>(gram, hh, bx, h, |c, uc| {
+        let nb = d / 8;
+        let (bxc, vc) = (&bx.as_chunks::<8>().0[..nb], &mut v.as_chunks_mut::<8>().0[..nb]);
+        for k in 0..nb {
+            vc[k] = gram_mix8(uc, c, bxc[k], k).to_array();
+        }
+        for k in nb * 8..d {
+            v[k] = gram_mix1(u, c, bx, k);
+        }
+    })
+}
+
+/// [`householder_mix_row`] followed by the gate and one scan step,
+/// `out = λ ⊙ carry + (1 − λ) ⊙ x̃` (carry zero when None), with `x̃`, the gate and the
+/// scan step in the second pass. Bit for bit the separate steps (the scan kernel's
+/// `λ.mul_add(carry, (1 − λ)·x̃)`).
+#[inline]
+pub fn householder_mix_gate_row(
+    (u, alpha, scale): (&[f32], &[f32], f32),
+    extras: Option<&[f32]>,
+    (bx, h, lam): (&[f32], &[f32], &[f32]),
+    carry: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    by_rank!(alpha.len(), mix_gate_row_r((u, alpha, scale, extras), bx, h, lam, carry, out))
+}
+
+#[inline(always)]
+fn mix_gate_row_r<const R: usize>(
+    gram: GramFn,
+    hh: Hh,
     bx: &[f32],
     h: &[f32],
     lam: &[f32],
     carry: Option<&[f32]>,
-    v: &mut [f32],
     out: &mut [f32],
 ) {
-    let d = out.len();
-    let (bx, h, lam, v) = (&bx[..d], &h[..d], &lam[..d], &mut v[..d]);
-    let r = alpha.len();
-    let one = wide::f32x8::splat(1.0);
-    let gate8 = |j: usize, x: wide::f32x8, out: &mut [f32]| {
-        let l = lanes(lam, j);
-        let c = carry.map_or(wide::f32x8::ZERO, |c| lanes(c, j));
-        out[j..j + 8].copy_from_slice(&l.mul_add(c, (one - l) * x).to_array());
-    };
-    let gate1 = |j: usize, x: f32| lam[j].mul_add(carry.map_or(0.0, |c| c[j]), (1.0 - lam[j]) * x);
-    let n8 = d / 8 * 8;
-    if r == 0 {
-        for j in (0..n8).step_by(8) {
-            gate8(j, (lanes(bx, j) - lanes(h, j)) + lanes(h, j), out);
+    let (d, u) = (out.len(), hh.0);
+    let (bx, lam) = (&bx[..d], &lam[..d]);
+    with_gram::<R, ()>(gram, hh, bx, h, |c, uc| {
+        let one = wide::f32x8::splat(1.0);
+        let nb = d / 8;
+        let (bxc, lamc) = (&bx.as_chunks::<8>().0[..nb], &lam.as_chunks::<8>().0[..nb]);
+        let outc = &mut out.as_chunks_mut::<8>().0[..nb];
+        let gate = |k: usize, carry: wide::f32x8| {
+            let l = wide::f32x8::new(lamc[k]);
+            l.mul_add(carry, (one - l) * gram_mix8(uc, c, bxc[k], k)).to_array()
+        };
+        match carry {
+            Some(cr) => {
+                let crc = &cr[..d].as_chunks::<8>().0[..nb];
+                for k in 0..nb {
+                    outc[k] = gate(k, wide::f32x8::new(crc[k]));
+                }
+                for k in nb * 8..d {
+                    out[k] = lam[k].mul_add(cr[k], (1.0 - lam[k]) * gram_mix1(u, c, bx, k));
+                }
+            }
+            None => {
+                for k in 0..nb {
+                    outc[k] = gate(k, wide::f32x8::ZERO);
+                }
+                for k in nb * 8..d {
+                    out[k] = lam[k].mul_add(0.0, (1.0 - lam[k]) * gram_mix1(u, c, bx, k));
+                }
+            }
         }
-        for j in n8..d {
-            out[j] = gate1(j, (bx[j] - h[j]) + h[j]);
-        }
-        return;
-    }
-    let c = reflect_all_but_last(u, alpha, scale, bx, h, v);
-    let ul = &u[(r - 1) * d..r * d];
-    let cv = wide::f32x8::splat(c);
-    for j in (0..n8).step_by(8) {
-        gate8(j, cv.mul_add(lanes(ul, j), lanes(v, j)) + lanes(h, j), out);
-    }
-    for j in n8..d {
-        out[j] = gate1(j, c.mul_add(ul[j], v[j]) + h[j]);
-    }
+    })
 }
 
 /// Backward of [`householder_row`] for one row: given the forward input `v` and the
