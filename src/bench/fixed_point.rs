@@ -8,10 +8,15 @@
 //! can hide), random input `u ~ U(±1)`. Figures:
 //!
 //! - `iterations`: solver iterations to a relative residual of 1e-3 (q = 1);
-//! - `fp_iter_ms`: one evaluation of `F` (mixer, gating, scan in one pass per sequence),
-//!   `fp_iter_two_pass_ms`: the same in two passes (mix all rows, then scan), `scan_ms`:
-//!   one diagonal scan forward of the same `(B, T, D)`; `diag_fwd_ms`: a diagonal layer's
-//!   `F` (gating and scan);
+//! - `fp_iter_ms`: one evaluation of `F` (mixer, gating, scan) as the solver runs it while
+//!   undamped: two iterations per pass over memory per sequence (`FpCore::steps`), so
+//!   half the time of that pass; `fp_iter_single_pass_ms`: one iteration per pass
+//!   (`FpCore::step`), `fp_iter_two_pass_ms`: one iteration in two passes (mix all rows,
+//!   then scan), `scan_ms`: one diagonal scan forward of the same `(B, T, D)`, timed in
+//!   alternating blocks with the two-iteration pass;
+//!   `diag_fwd_ms`: a diagonal layer's `F` (gating and scan);
+//!   `fp_solve_ms_per_iteration`: the solve's time over its iterations (with the
+//!   residuals and the stopping rule);
 //! - `fp_solve_ms`: the fixed-point solve from the layer's prepared inputs (what (a) and
 //!   (b) compute; `fp_fwd_speedup_over_dense` = `dense_ms / fp_solve_ms`); `fp_fwd_ms`:
 //!   the whole layer forward (projections, mixer coefficients, solve, recorded step),
@@ -34,7 +39,7 @@
 //! Peak live bytes need a counting global allocator, which only a binary can install:
 //! pass a [`PeakProbe`] (the bench target `benches/fixed_point.rs` does).
 
-use super::median_secs;
+use super::{block_paired_medians, median_secs};
 use crate::autograd::no_grad;
 use crate::fpr::{
     BackwardMode, BlockConfig, FpCore, FpRnnBlock, Lmax, MixerInput, MixerKernel, MixerKind, SolveRun, SolverConfig,
@@ -313,15 +318,26 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             let mut out = vec![0.0f32; n];
             let mut ws = Workspace::default();
             let spec = ScanSpec::new(b, t, d);
-            let fp_iter = median_secs(opts.reps, || {
+            // The solver's iteration while undamped: two per pass over memory
+            // (`steps(.., 2, ..)`), timed against the scan in alternating blocks (both
+            // medians from the same stretch of machine time); one per pass beside it.
+            let u_scan = vec![0.01f32; n];
+            let mut scan_out = vec![0.0f32; n];
+            let (fp_pair, scan) = block_paired_medians(
+                opts.reps,
+                5,
+                || core.steps(black_box(&h), &mut out, &mut ws, 2, None).unwrap(),
+                || {
+                    scan_forward(ScanKernel::Auto, &spec, &core.lambda, black_box(&u_scan), None, &mut scan_out)
+                        .unwrap()
+                },
+            );
+            let fp_iter = fp_pair / 2.0;
+            let fp_iter_single = median_secs(opts.reps, || {
                 core.step(black_box(&h), &mut out, &mut ws).unwrap();
             });
             let fp_iter_two_pass = median_secs(opts.reps, || {
                 core.step_two_pass(black_box(&h), &mut out, &mut ws).unwrap();
-            });
-            let u_scan = vec![0.01f32; n];
-            let scan = median_secs(opts.reps, || {
-                scan_forward(ScanKernel::Auto, &spec, &core.lambda, black_box(&u_scan), None, &mut out).unwrap();
             });
             let diag = FpCore::new(b, t, d, core.lambda.clone(), core.bx.clone(), MixerKernel::Identity)?;
             let diag_fwd = median_secs(opts.reps, || {
@@ -351,6 +367,8 @@ pub fn run(opts: &FixedPointOpts) -> Result<Value> {
             let mut p = json!({
                 "D": d, "T": t, "iterations": stats.iterations, "converged": stats.converged,
                 "fp_iter_ms": fp_iter * 1e3, "scan_ms": scan * 1e3, "fp_iter_over_scan": fp_iter / scan,
+                "fp_iter_single_pass_ms": fp_iter_single * 1e3, "fp_iter_single_pass_over_scan": fp_iter_single / scan,
+                "fp_solve_ms_per_iteration": fp_solve * 1e3 / stats.iterations.max(1) as f64,
                 "fp_iter_two_pass_ms": fp_iter_two_pass * 1e3, "fused_speedup_over_two_pass": fp_iter_two_pass / fp_iter,
                 "diag_fwd_ms": diag_fwd * 1e3, "fp_fwd_ms": fp_fwd * 1e3, "fp_solve_ms": fp_solve * 1e3,
                 "chunked": {

@@ -11,9 +11,23 @@ pub mod scan;
 
 use std::time::Instant;
 
-/// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
-pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Warm-up before timing: calls until this much time has passed (at least one call).
+/// On these VMs a kernel over fresh buffers of tens of MB runs 2–3× slower for its first
+/// ~10 ms of calls (0.8 ms against 0.3 ms per call for the fixed-point iteration at
+/// D 128, T 1,024), so one warm-up call measured the cold state, not the steady one.
+const WARMUP: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn warm_up(f: &mut impl FnMut()) {
+    let t0 = Instant::now();
     f();
+    while t0.elapsed() < WARMUP {
+        f();
+    }
+}
+
+/// Median wall time in seconds of `reps` runs of `f` (after [`WARMUP`] of warm-up runs).
+pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    warm_up(&mut f);
     let mut t: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t0 = Instant::now();
@@ -25,11 +39,40 @@ pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+/// Medians of `a` and `b` timed in alternating blocks: `rounds` times, `block` calls of
+/// `a` then `block` calls of `b`, each block's first call untimed (it refills the caches
+/// the other left). Each side is timed with its own data hot, as when run alone, while
+/// slow phases of a shared machine hit both alike.
+pub fn block_paired_medians(rounds: usize, block: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    warm_up(&mut || {
+        a();
+        b();
+    });
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let timed = |f: &mut dyn FnMut(), t: &mut Vec<f64>| {
+        f();
+        for _ in 0..block.max(1) {
+            let t0 = Instant::now();
+            f();
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    };
+    for _ in 0..rounds.max(1) {
+        timed(&mut a, &mut ta);
+        timed(&mut b, &mut tb);
+    }
+    ta.sort_by(f64::total_cmp);
+    tb.sort_by(f64::total_cmp);
+    (ta[ta.len() / 2], tb[tb.len() / 2])
+}
+
 /// Alternate `a` and `b` for `reps` rounds and return both medians, so that machine
 /// noise hits both alike.
 pub fn paired_medians(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
-    a();
-    b();
+    warm_up(&mut || {
+        a();
+        b();
+    });
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
