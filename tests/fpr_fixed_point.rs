@@ -357,3 +357,55 @@ fn step_with_residuals_matches_step_and_residuals() {
         }
     }
 }
+
+/// The two-iterations-per-pass path with the other mixers whose `Q` ignores `h`: an
+/// input-only Kronecker mixer (rows and spectral norm) and the identity. `steps(h, k)`
+/// is bit for bit `k` single steps, and the solve (pairs while undamped) is bit for bit
+/// the one-iteration-per-call solve, at 1 and 2 threads.
+#[test]
+fn multi_iteration_steps_with_kronecker_and_identity_mixers() {
+    use fixpoint::fpr::solver::solve_with;
+    use fixpoint::fpr::{FpCore, KronNorm, Mixer, MixerInput, MixerKernel, MixerKind};
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (b, t, d, in_dim) = (4, 19, 12, 5);
+    for kind in [
+        MixerKind::Kronecker { norm: KronNorm::Rows, detach_rho: false },
+        MixerKind::Kronecker { norm: KronNorm::Spectral, detach_rho: false },
+        MixerKind::Identity,
+    ] {
+        let mut rng = Rng::new(5);
+        let mixer = Mixer::new(kind, in_dim, d, 1e-6, &mut rng).unwrap();
+        let x_mix = fixpoint::init::uniform([b, t, in_dim], -1.0, 1.0, &mut rng);
+        let kernel = mixer.kernel(&x_mix, MixerInput::InputOnly).unwrap();
+        assert_eq!(matches!(kernel, MixerKernel::Identity), matches!(kind, MixerKind::Identity));
+        let lambda: Vec<f32> = (0..b * t * d).map(|_| rng.range(0.3, 0.95)).collect();
+        let bx: Vec<f32> = (0..b * t * d).map(|_| rng.range(-1.0, 1.0)).collect();
+        let core = FpCore::new(b, t, d, lambda, bx, kernel).unwrap();
+        assert!(core.multi_step(), "{kind:?}");
+        let h: Vec<f32> = (0..b * t * d).map(|_| rng.range(-1.0, 1.0)).collect();
+        for threads in [1, 2] {
+            fixpoint::cpu::par::with_threads(Some(threads), || {
+                let mut ws = fixpoint::fpr::Workspace::default();
+                let (mut once, mut twice) = (vec![0.0f32; h.len()], vec![0.0f32; h.len()]);
+                let mut want_res = vec![0.0f32; 2 * b];
+                core.step_with_residuals(&h, &mut once, &mut ws, 1e-8, &mut want_res[..b]).unwrap();
+                core.step_with_residuals(&once, &mut twice, &mut ws, 1e-8, &mut want_res[b..]).unwrap();
+                let (mut got, mut res) = (vec![f32::NAN; h.len()], vec![f32::NAN; 2 * b]);
+                core.steps(&h, &mut got, &mut ws, 2, Some((1e-8, &mut res))).unwrap();
+                assert_eq!(bits(&got), bits(&twice), "{kind:?} threads {threads}");
+                assert_eq!(bits(&res), bits(&want_res), "{kind:?} threads {threads}");
+                let (cfg, run) = tight_solver();
+                let (ours, st) = core.solve(&cfg, &run, None).unwrap();
+                let mut ws2 = fixpoint::fpr::Workspace::default();
+                let (theirs, st2) = solve_with(core.shape(), &cfg, &run, None, |y, out, r| {
+                    core.step_with_residuals(y, out, &mut ws2, cfg.eps, r)
+                })
+                .unwrap();
+                assert_eq!(bits(&ours), bits(&theirs), "{kind:?} threads {threads}");
+                assert_eq!(st, st2, "{kind:?} threads {threads}");
+                assert!(st.converged, "{kind:?}: {st:?}");
+            })
+            .unwrap();
+        }
+    }
+}
