@@ -449,24 +449,7 @@ pub fn solve_with(
     y0: Option<&[f32]>,
     mut f: impl FnMut(&[f32], &mut [f32], &mut [f32]) -> Result<()>,
 ) -> Result<(Vec<f32>, SolveStats)> {
-    let _p = crate::profile::fwd("fp_solve");
-    let mut y = start(shape, cfg, run, y0)?;
-    let n = shape.numel();
-    let mut y_new = vec![0.0f32; n];
-    let mut res = vec![0.0f32; shape.batch];
-    let mut st = SolverState::new(shape.batch, cfg);
-    let per = shape.time * shape.dim;
-    while st.should_continue(run) {
-        f(&y, &mut y_new, &mut res)?;
-        if st.stepsize.iter().all(|&s| s == 1.0) {
-            // Undamped: the new iterate replaces the old one (F overwrites all of `y_new`).
-            std::mem::swap(&mut y, &mut y_new);
-        } else {
-            damp(&mut y, &y_new, &st.stepsize, per);
-        }
-        st.update(&res);
-    }
-    Ok((y, st.stats(run)))
+    solve_with_steps(shape, cfg, run, y0, false, |y, out, _, res| f(y, out, res))
 }
 
 /// [`solve_with`] for a map that can take several iterations per call:
