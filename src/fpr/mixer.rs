@@ -203,15 +203,31 @@ macro_rules! by_rank {
     };
 }
 
-/// `c_i` from the dot products `p_i = u_i·w` and the Gram entries `g(i, j) = u_i·u_j`.
+/// `c_i` in place: on entry `c[i]` holds the dot product `p_i = u_i·w`, and `g(i, j)` gives
+/// the Gram entry `u_i·u_j` (each `p_i` is read before `c_i` overwrites it).
 #[inline(always)]
-fn triangular_coefficients(alpha: &[f32], scale: f32, p: &[f32], g: impl Fn(usize, usize) -> f32, c: &mut [f32]) {
+fn triangular_coefficients(alpha: &[f32], scale: f32, g: impl Fn(usize, usize) -> f32, c: &mut [f32]) {
     for i in 0..alpha.len() {
-        let mut s = p[i];
+        let mut s = c[i];
         for j in 0..i {
             s = (-c[j]).mul_add(g(i, j), s);
         }
         c[i] = scale * alpha[i] * s;
+    }
+}
+
+/// `f(k, q)` for the 8-lane chunks `k < nb`: pairs of chunks on accumulators `q = 0, 1`,
+/// then a last odd chunk on `q = 0` (the order both Gram passes accumulate in).
+#[inline(always)]
+fn paired_chunks(nb: usize, mut f: impl FnMut(usize, usize)) {
+    let mut k = 0;
+    while k + 2 <= nb {
+        f(k, 0);
+        f(k + 1, 1);
+        k += 2;
+    }
+    if k < nb {
+        f(k, 0);
     }
 }
 
@@ -239,21 +255,12 @@ fn gram_coefficients_r<const R: usize>(
     if let Some(ex) = extras {
         // `u_i·h` only; `u_i·b⊙x` and the Gram entries are given.
         let mut p = [[f32x8::ZERO; 2]; R];
-        let block = |k: usize, q: usize, p: &mut [[f32x8; 2]; R]| {
+        paired_chunks(nb, |k, q| {
             let hv = f32x8::new(hc[k]);
             for i in 0..R {
                 p[i][q] = f32x8::new(uc[i][k]).mul_add(hv, p[i][q]);
             }
-        };
-        let mut k = 0;
-        while k + 2 <= nb {
-            block(k, 0, &mut p);
-            block(k + 1, 1, &mut p);
-            k += 2;
-        }
-        if k < nb {
-            block(k, 0, &mut p);
-        }
+        });
         for i in 0..R {
             ps[i] = (p[i][0] + p[i][1]).reduce_add();
         }
@@ -263,17 +270,14 @@ fn gram_coefficients_r<const R: usize>(
             }
         }
         for i in 0..R {
-            ps[i] = ex[i] - ps[i];
-            for j in 0..i {
-                gs[i][j] = ex[gram_index(R, i, j)];
-            }
+            c[i] = ex[i] - ps[i];
         }
-        triangular_coefficients(alpha, scale, &ps, |i, j| gs[i][j], c);
+        triangular_coefficients(alpha, scale, |i, j| ex[gram_index(R, i, j)], c);
         return;
     }
     let mut p = [[f32x8::ZERO; 2]; R];
     let mut g = [[[f32x8::ZERO; 2]; R]; R];
-    let block = |k: usize, q: usize, p: &mut [[f32x8; 2]; R], g: &mut [[[f32x8; 2]; R]; R]| {
+    paired_chunks(nb, |k, q| {
         let w = f32x8::new(bxc[k]) - f32x8::new(hc[k]);
         let us: [f32x8; R] = std::array::from_fn(|i| f32x8::new(uc[i][k]));
         for i in 0..R {
@@ -282,16 +286,7 @@ fn gram_coefficients_r<const R: usize>(
                 g[i][j][q] = us[i].mul_add(us[j], g[i][j][q]);
             }
         }
-    };
-    let mut k = 0;
-    while k + 2 <= nb {
-        block(k, 0, &mut p, &mut g);
-        block(k + 1, 1, &mut p, &mut g);
-        k += 2;
-    }
-    if k < nb {
-        block(k, 0, &mut p, &mut g);
-    }
+    });
     let o = nb * 8;
     for i in 0..R {
         ps[i] = (p[i][0] + p[i][1]).reduce_add();
@@ -309,11 +304,13 @@ fn gram_coefficients_r<const R: usize>(
             }
         }
     }
-    triangular_coefficients(alpha, scale, &ps, |i, j| gs[i][j], c);
+    c[..R].copy_from_slice(&ps);
+    triangular_coefficients(alpha, scale, |i, j| gs[i][j], c);
 }
 
-/// The coefficients `c` (a [`GramFn`]) for any rank (one product at a time, each with [`dot_lanes`]'s
-/// order; used above rank 4).
+/// The coefficients `c` (a [`GramFn`]) for any rank (used above rank 4): one product at a
+/// time with [`dot_lanes`]'s order, `u_i·w` as `u_i·b⊙x − u_i·h` (the extras' form, so no
+/// row is formed), and nothing allocated.
 fn gram_coefficients_any(
     u: &[f32],
     alpha: &[f32],
@@ -325,16 +322,13 @@ fn gram_coefficients_any(
 ) {
     let (d, r) = (bx.len(), alpha.len());
     let ui = |i: usize| &u[i * d..(i + 1) * d];
+    for (i, ci) in c.iter_mut().enumerate() {
+        let ub = extras.map_or_else(|| dot_lanes(ui(i), bx), |ex| ex[i]);
+        *ci = ub - dot_lanes(ui(i), &h[..d]);
+    }
     match extras {
-        Some(ex) => {
-            let p: Vec<f32> = (0..r).map(|i| ex[i] - dot_lanes(ui(i), &h[..d])).collect();
-            triangular_coefficients(alpha, scale, &p, |i, j| ex[gram_index(r, i, j)], c);
-        }
-        None => {
-            let w: Vec<f32> = bx.iter().zip(&h[..d]).map(|(a, b)| a - b).collect();
-            let p: Vec<f32> = (0..r).map(|i| dot_lanes(ui(i), &w)).collect();
-            triangular_coefficients(alpha, scale, &p, |i, j| dot_lanes(ui(i), ui(j)), c);
-        }
+        Some(ex) => triangular_coefficients(alpha, scale, |i, j| ex[gram_index(r, i, j)], c),
+        None => triangular_coefficients(alpha, scale, |i, j| dot_lanes(ui(i), ui(j)), c),
     }
 }
 
