@@ -300,3 +300,90 @@ fn reduction_errors() {
     let msg = x.sum(&[2], false).unwrap_err().to_string();
     assert_eq!(msg, "sum: axis 2 is out of range for a tensor of rank 2");
 }
+
+// ----- finiteness (the divergence guard's check) -----------------------------------------
+
+proptest! {
+    /// `all_finite` agrees with the scalar test for any length (8-lane chunks, 4,096-
+    /// element early-exit blocks and the tail) and any position of one NaN or infinity,
+    /// with the largest finite values and subnormals around it.
+    #[test]
+    fn all_finite_finds_any_non_finite_value(len in 0usize..10_000, pos in any::<prop::sample::Index>(), bad in 0usize..4, seed in 0u64..1000) {
+        let mut rng = Rng::new(seed);
+        let mut v: Vec<f32> = (0..len).map(|_| match rng.below(4) {
+            0 => f32::MAX,
+            1 => -f32::MIN_POSITIVE / 8.0,
+            _ => rng.range(-1e3, 1e3),
+        }).collect();
+        if len > 0 && bad < 3 {
+            v[pos.index(len)] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][bad];
+        }
+        let want = v.iter().all(|x| x.is_finite());
+        prop_assert_eq!(fixpoint::cpu::simd::all_finite(&v), want);
+        prop_assert_eq!(fixpoint::cpu::par::all_finite(&[&v[..len / 3], &v[len / 3..]]), want);
+    }
+}
+
+#[test]
+fn parallel_all_finite_over_many_slices_on_any_thread_count() {
+    // 3 × 70,000 elements: past the parallel threshold, chunks of several slices.
+    let mut rng = Rng::new(21);
+    let base: Vec<Vec<f32>> = (0..3).map(|_| (0..70_000).map(|_| rng.range(-1.0, 1.0)).collect()).collect();
+    for (slice, pos, bad) in
+        [(None, 0, 0.0), (Some(0), 0, f32::NAN), (Some(1), 69_999, f32::INFINITY), (Some(2), 40_001, f32::NEG_INFINITY)]
+    {
+        let mut data = base.clone();
+        if let Some(s) = slice {
+            data[s][pos] = bad;
+        }
+        let slices: Vec<&[f32]> = data.iter().map(|d| &d[..]).collect();
+        for threads in [1, 2, 3] {
+            let got =
+                fixpoint::cpu::par::with_threads(Some(threads), || fixpoint::cpu::par::all_finite(&slices)).unwrap();
+            assert_eq!(got, slice.is_none(), "bad value in slice {slice:?} at {pos}, {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn the_guard_names_the_first_non_finite_value_or_gradient() {
+    use fixpoint::nn::Module;
+    use fixpoint::train::guard::first_non_finite;
+    struct Bag(Vec<(String, Tensor)>);
+    impl Module for Bag {
+        fn params(&self) -> Vec<(String, &Tensor)> {
+            self.0.iter().map(|(n, t)| (n.clone(), t)).collect()
+        }
+        fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+            self.0.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
+        }
+    }
+    let mut rng = Rng::new(22);
+    // Bad entries as (parameter index, element index).
+    let mut make = |bad_value: Option<(usize, usize)>, bad_grad: Option<(usize, usize)>| {
+        let bag = Bag([("a", 100), ("b", 80_000), ("c", 70_000)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(name, len))| {
+                let mut v: Vec<f32> = (0..len).map(|_| rng.range(-1.0, 1.0)).collect();
+                let mut g: Vec<f32> = (0..len).map(|_| rng.range(-1.0, 1.0)).collect();
+                if let Some((_, at)) = bad_value.filter(|b| b.0 == i) {
+                    v[at] = f32::NAN;
+                }
+                if let Some((_, at)) = bad_grad.filter(|b| b.0 == i) {
+                    g[at] = f32::INFINITY;
+                }
+                let t = Tensor::from_vec(v, [len]).unwrap().requires_grad_();
+                t.set_grad(Some(Tensor::from_vec(g, [len]).unwrap())).unwrap();
+                (name.to_string(), t)
+            })
+            .collect());
+        first_non_finite(&bag)
+    };
+    assert_eq!(make(None, None), None);
+    assert_eq!(make(Some((1, 79_999)), None), Some(("b".to_string(), "value")));
+    assert_eq!(make(None, Some((2, 12_345))), Some(("c".to_string(), "gradient")));
+    // In parameter order: a bad gradient of `b` comes before a bad value of `c`.
+    assert_eq!(make(Some((2, 0)), Some((1, 3))), Some(("b".to_string(), "gradient")));
+    assert_eq!(make(Some((0, 99)), None), Some(("a".to_string(), "value")));
+}

@@ -69,6 +69,16 @@ pub fn rows_for(row_len: usize, target: usize) -> usize {
     (target / row_len.max(1)).max(1)
 }
 
+/// Whether every element of every slice is finite ([`crate::cpu::simd::all_finite`]),
+/// over fixed chunks of [`ELEMWISE_CHUNK`] in parallel when the total is large.
+pub fn all_finite(slices: &[&[f32]]) -> bool {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    if total < ELEMWISE_MIN || threads() == 1 {
+        return slices.iter().all(|s| crate::cpu::simd::all_finite(s));
+    }
+    slices.par_iter().flat_map_iter(|s| s.chunks(ELEMWISE_CHUNK)).all(crate::cpu::simd::all_finite)
+}
+
 /// Raw pointer handed to the tasks of a kernel that write disjoint parts of one output
 /// (rows of several outputs, or column blocks of one matrix, which cannot be handed out
 /// as `&mut` slices).

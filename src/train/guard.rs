@@ -13,7 +13,23 @@ pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
     if model.params().iter().any(|(_, p)| p.device() != crate::Device::Cpu) {
         return first_non_finite_on_device(model);
     }
-    for (name, p) in model.params() {
+    let params = model.params();
+    let grads: Vec<Option<crate::Tensor>> = params.iter().map(|(_, p)| p.grad()).collect();
+    {
+        // One parallel SIMD pass over every value and gradient; the parameters are
+        // named only when it fails (this check ran scalar before and took 6.5 ms of a
+        // 60 ms MLP distillation step).
+        let data: Vec<std::borrow::Cow<'_, [f32]>> = params
+            .iter()
+            .map(|(_, p)| p.contiguous_data())
+            .chain(grads.iter().flatten().map(|g| g.contiguous_data()))
+            .collect();
+        let slices: Vec<&[f32]> = data.iter().map(|d| &d[..]).collect();
+        if crate::cpu::par::all_finite(&slices) {
+            return None;
+        }
+    }
+    for (name, p) in params {
         if p.contiguous_data().iter().any(|v| !v.is_finite()) {
             return Some((name, "value"));
         }
