@@ -94,10 +94,11 @@ fn gemm_rows_per_task(m: usize) -> usize {
 
 /// `gemm` into a dense row-major `m×n` output slice, split over row blocks in parallel
 /// when the product is large enough to pay for a fork/join. A short, wide product (a
-/// batch of 128 rows times a weight matrix) is split over column blocks instead: every
-/// row task would re-pack the whole right-hand side, while a column task packs only
-/// its own part of it (the MLP student's 18 GEMMs at batch 128 took 52–56 ms instead of
-/// 62–69 on 2 threads in a one-off timing; `fixpoint dino --bench-steps` shows the step).
+/// batch of 128 rows times a weight matrix) is split over column blocks instead, as is
+/// any product where that packs less: every row task re-packs the whole right-hand
+/// side, while a column task packs only its own part of it and all of the left (the
+/// MLP student's 18 GEMMs at batch 128 took 52–56 ms instead of 62–69 on 2 threads in
+/// a one-off timing; `fixpoint dino --bench-steps` shows the step).
 /// The split never changes a result: each element's sum runs over `k` in the same
 /// blocks and order whichever block of `c` it is computed in (tested at 1–4 threads).
 pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
@@ -108,7 +109,13 @@ pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
         gemm(a, b, c, 0, n, 1, accum);
         return;
     }
-    if n >= 4 * m {
+    let rows = gemm_rows_per_task(m);
+    // Every row task packs all of `b` (k×n), every column task all of `a` (m×k): split
+    // the way that packs less. At batch 128 that is by columns for any n > 128. (This
+    // rule replaced `n ≥ 4m`; in one run of the MLP student's step, its 4096→256 input
+    // gradient went from 3.2 to 2.6 ms and its 2048×2048 weight gradient from 6.5 to
+    // 5.3 ms.)
+    if threads * m < m.div_ceil(rows) * n {
         // Column blocks, one per thread, a multiple of the micro-kernel's widths.
         let width = n.div_ceil(threads).next_multiple_of(16);
         assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: lhs out of bounds");
@@ -125,7 +132,6 @@ pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
         });
         return;
     }
-    let rows = gemm_rows_per_task(m);
     if m <= rows {
         gemm(a, b, c, 0, n, 1, accum);
         return;
