@@ -1,4 +1,5 @@
-//! Fused ops (softmax, log_softmax, cross_entropy, layer_norm, rms_norm, l2_normalize)
+//! Fused ops (softmax, log_softmax, cross_entropy, soft_cross_entropy, layer_norm,
+//! rms_norm, l2_normalize)
 //! and dropout: forward against f64 references written here, forward and gradient
 //! against the same function composed from primitive ops, backward against central
 //! differences, on random shapes, strided views and extreme values; typed errors.
@@ -381,6 +382,154 @@ fn cross_entropy_large_logits_stay_finite() {
             assert!(row.iter().map(|&v| v as f64).sum::<f64>().abs() < 1e-5);
         }
     }
+}
+
+// ----- soft_cross_entropy ---------------------------------------------------------------
+
+/// `-(1/R) Σ_r Σ_k p_rk log_softmax(x_r/τ)_k` in f64 (rows of `c`).
+fn soft_cross_entropy64(x: &[f32], p: &[f32], c: usize, temp: f64) -> f64 {
+    let rows = x.len() / c;
+    let mut total = 0.0;
+    for (xr, pr) in x.chunks(c).zip(p.chunks(c)) {
+        let z: Vec<f64> = xr.iter().map(|&v| v as f64 / temp).collect();
+        total -= log_softmax64(&z).iter().zip(pr).map(|(l, &q)| q as f64 * l).sum::<f64>();
+    }
+    total / rows as f64
+}
+
+fn soft_cross_entropy_composed(x: &Tensor, p: &Tensor, temp: f32) -> Result<Tensor> {
+    let rows = x.numel() / x.shape().last().unwrap();
+    Ok(p.mul(&x.mul_scalar(1.0 / temp).log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / rows as f32))
+}
+
+/// Random target rows: a softmax (sums to 1), or, with `normalised` false, that softmax
+/// times weights in [0.5, 2] (rows that do not sum to 1: the op does not assume they
+/// do, and the loss stays of order 1 so that central differences in f32 resolve it).
+fn target_rows(shape: &[usize], normalised: bool, rng: &mut Rng) -> Tensor {
+    let t = rand_tensor(shape, -3.0, 3.0, rng).softmax(-1).unwrap();
+    if normalised { t } else { t.mul(&rand_tensor(shape, 0.5, 2.0, rng)).unwrap() }
+}
+
+#[test]
+fn soft_cross_entropy_against_f64_differences_and_composition() {
+    let mut rng = Rng::new(12);
+    // Row lengths below, at and past the 8 lanes (tails), leading axes, several τ.
+    for shape in [vec![1, 1], vec![6, 7], vec![5, 8], vec![9, 65], vec![2, 3, 17]] {
+        for temp in [1.0, 0.1, 0.04, 3.0] {
+            for normalised in [true, false] {
+                let what = format!("soft_cross_entropy {shape:?} tau {temp} normalised {normalised}");
+                // Logits of x/τ in [-4, 4] at every τ (a sharper softmax at small τ with
+                // logits of the same range would leave central differences in f32 noise).
+                let x = rand_tensor(&shape, -4.0, 4.0, &mut rng).mul_scalar(temp);
+                let p = target_rows(&shape, normalised, &mut rng);
+                let c = *shape.last().unwrap();
+                let got = x.soft_cross_entropy(&p, temp).unwrap();
+                assert_eq!(got.shape(), &[] as &[usize], "{what}");
+                let want = soft_cross_entropy64(&x.to_vec(), &p.to_vec(), c, temp as f64);
+                assert_close(&what, &got.to_vec(), &[want], 1e-5, 1e-5);
+                // Central differences in both arguments; small τ sharpens the softmax, so
+                // the step shrinks with it.
+                let step = (1e-2 * temp).min(1e-2);
+                assert_grads_tol(
+                    &what,
+                    |v| v[0].soft_cross_entropy(&v[1], temp),
+                    &[x.clone(), p.clone()],
+                    step,
+                    2e-3,
+                    1e-2,
+                );
+                assert_same_as_composition(
+                    &what,
+                    |v| v[0].soft_cross_entropy(&v[1], temp),
+                    |v| soft_cross_entropy_composed(&v[0], &v[1], temp),
+                    &[x.clone(), p.clone()],
+                    1e-5,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn soft_cross_entropy_parallel_rows_match_the_reference_and_views() {
+    // 48 × 2,000 = 96,000 elements: past the parallel threshold, rows split over tasks.
+    let mut rng = Rng::new(13);
+    let (n, c, temp) = (48, 2000, 0.1);
+    let x = rand_tensor(&[n, c], -6.0, 6.0, &mut rng);
+    let p = target_rows(&[n, c], true, &mut rng);
+    let got = x.soft_cross_entropy(&p, temp).unwrap();
+    let want = soft_cross_entropy64(&x.to_vec(), &p.to_vec(), c, temp as f64);
+    assert_close("soft_cross_entropy 48x2000", &got.to_vec(), &[want], 1e-5, 1e-5);
+    // The gradient in x against f64: -(1/R)/τ (p - softmax(x/τ) Σp) per row.
+    let g = grads_of(|v| v[0].soft_cross_entropy(&v[1], temp), &[x.clone(), p.clone()]);
+    let (xv, pv) = (x.to_vec(), p.to_vec());
+    // grads_of's cotangent of the scalar loss: the first normal draw of its Rng(99).
+    let scale = Rng::new(99).normal() as f64;
+    let mut want_dx = Vec::with_capacity(n * c);
+    let mut want_dp = Vec::with_capacity(n * c);
+    for (xr, pr) in xv.chunks(c).zip(pv.chunks(c)) {
+        let z: Vec<f64> = xr.iter().map(|&v| v as f64 / temp as f64).collect();
+        let (sm, ls) = (softmax64(&z), log_softmax64(&z));
+        let ps: f64 = pr.iter().map(|&q| q as f64).sum();
+        for k in 0..c {
+            want_dx.push(-scale / n as f64 / temp as f64 * (pr[k] as f64 - sm[k] * ps));
+            want_dp.push(-scale / n as f64 * ls[k]);
+        }
+    }
+    assert_close("soft_cross_entropy 48x2000 dx", &g[0], &want_dx, 1e-9, 1e-4);
+    assert_close("soft_cross_entropy 48x2000 dp", &g[1], &want_dp, 1e-7, 1e-4);
+    // A transposed view of the logits: [c, n] stored, used as [n, c].
+    let xt = rand_tensor(&[9, 6], -3.0, 3.0, &mut rng);
+    let pt = target_rows(&[6, 9], true, &mut rng);
+    let got = xt.t().unwrap().soft_cross_entropy(&pt, 0.5).unwrap();
+    let want = soft_cross_entropy64(&xt.t().unwrap().to_vec(), &pt.to_vec(), 9, 0.5);
+    assert_close("soft_cross_entropy of a transpose", &got.to_vec(), &[want], 1e-5, 1e-5);
+    assert_grads("soft_cross_entropy of a transpose", |v| v[0].t()?.soft_cross_entropy(&v[1], 0.5), &[xt, pt]);
+}
+
+#[test]
+fn soft_cross_entropy_large_logits_stay_finite() {
+    let mut rng = Rng::new(14);
+    let (n, c) = (8, 33);
+    let data: Vec<f32> =
+        (0..n * c).map(|_| if rng.bernoulli(0.5) { 1e4 } else { -1e4 } + rng.range(-3.0, 3.0)).collect();
+    let x = Tensor::from_vec(data.clone(), [n, c]).unwrap();
+    let p = target_rows(&[n, c], true, &mut rng);
+    for temp in [1.0, 0.1] {
+        let got = x.soft_cross_entropy(&p, temp).unwrap();
+        let want = soft_cross_entropy64(&data, &p.to_vec(), c, temp as f64);
+        assert!(got.item().unwrap().is_finite());
+        assert_close("soft_cross_entropy(±1e4)", &got.to_vec(), &[want], 1e-2, 1e-5);
+        let g = grads_of(|v| v[0].soft_cross_entropy(&v[1], temp), &[x.clone(), p.clone()]);
+        assert!(g[0].iter().chain(&g[1]).all(|v| v.is_finite()));
+        // With normalised targets each row's gradient in x sums to 0.
+        for row in g[0].chunks(c) {
+            assert!(row.iter().map(|&v| v as f64).sum::<f64>().abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn soft_cross_entropy_bad_inputs_give_typed_errors() {
+    let s = |d: &[usize]| Shape::new(d.to_vec());
+    let x = Tensor::zeros([2, 3]);
+    let e = x.soft_cross_entropy(&Tensor::zeros([2, 4]), 1.0).unwrap_err();
+    assert_eq!(e, Error::ShapeMismatch { op: "soft_cross_entropy", lhs: s(&[2, 3]), rhs: s(&[2, 4]) });
+    assert!(e.to_string().contains("[2, 3]") && e.to_string().contains("[2, 4]"), "{e}");
+    for temp in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(
+            matches!(x.soft_cross_entropy(&x, temp), Err(Error::InvalidArgument { op: "soft_cross_entropy", .. })),
+            "tau {temp}"
+        );
+    }
+    let e0 = Tensor::zeros([3, 0]);
+    assert_eq!(
+        e0.soft_cross_entropy(&e0, 1.0).unwrap_err(),
+        Error::Empty { op: "soft_cross_entropy", shape: s(&[3, 0]) }
+    );
+    let scalar = Tensor::scalar(1.0);
+    assert!(matches!(scalar.soft_cross_entropy(&scalar, 1.0), Err(Error::Axis { op: "soft_cross_entropy", .. })));
 }
 
 // ----- norms ------------------------------------------------------------------------------

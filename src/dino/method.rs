@@ -155,9 +155,10 @@ pub fn teacher_probs(teacher_logits: &Tensor, cfg: &LossConfig, center: Option<&
     })
 }
 
-/// `L = −(1/B) Σ_b Σ_k p_bk log_softmax(s_b/τ_S)_k`, differentiable in `s`.
+/// `L = −(1/B) Σ_b Σ_k p_bk log_softmax(s_b/τ_S)_k`, differentiable in `s`
+/// ([`Tensor::soft_cross_entropy`]).
 pub fn distill_loss(student_logits: &Tensor, probs: &Tensor, student_temp: f32) -> Result<Tensor> {
-    let (b, _) = rows_cols("distill_loss", student_logits, usize::MAX)?;
+    rows_cols("distill_loss", student_logits, usize::MAX)?;
     if probs.shape() != student_logits.shape() {
         return Err(Error::ShapeMismatch {
             op: "distill_loss (teacher probs vs student logits)",
@@ -165,8 +166,7 @@ pub fn distill_loss(student_logits: &Tensor, probs: &Tensor, student_temp: f32) 
             rhs: student_logits.shape_obj().clone(),
         });
     }
-    let s = if student_temp != 1.0 { student_logits.mul_scalar(1.0 / student_temp) } else { student_logits.clone() };
-    Ok(probs.mul(&s.log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / b as f32))
+    student_logits.soft_cross_entropy(probs, student_temp)
 }
 
 /// Log-softmax of one row in f64.
