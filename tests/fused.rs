@@ -489,6 +489,25 @@ fn soft_cross_entropy_parallel_rows_match_the_reference_and_views() {
 }
 
 #[test]
+fn soft_cross_entropy_gradient_of_the_targets_alone() {
+    // Only the targets require a gradient (the logits are constants): dp = -(1/R)
+    // log_softmax(x/τ), against f64.
+    let mut rng = Rng::new(15);
+    let (n, c, temp) = (5, 11, 0.5);
+    let x = rand_tensor(&[n, c], -2.0, 2.0, &mut rng);
+    let p = target_rows(&[n, c], false, &mut rng).requires_grad_();
+    x.soft_cross_entropy(&p, temp).unwrap().backward().unwrap();
+    let want: Vec<f64> = x
+        .to_vec()
+        .chunks(c)
+        .flat_map(|r| log_softmax64(&r.iter().map(|&v| v as f64 / temp as f64).collect::<Vec<_>>()))
+        .map(|l| -l / n as f64)
+        .collect();
+    assert_close("soft_cross_entropy dp", &p.grad().unwrap().to_vec(), &want, 1e-6, 1e-5);
+    assert!(x.grad().is_none());
+}
+
+#[test]
 fn soft_cross_entropy_large_logits_stay_finite() {
     let mut rng = Rng::new(14);
     let (n, c) = (8, 33);

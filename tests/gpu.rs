@@ -495,6 +495,23 @@ fn gpu_cross_entropy_parity() {
     parity("cross_entropy all ignored", &[x], 0.0, 0.0, |t| t[0].cross_entropy(&[9; 6], opts));
 }
 
+#[test]
+fn gpu_soft_cross_entropy_parity() {
+    if !gpu("gpu_soft_cross_entropy_parity") {
+        return;
+    }
+    // The GPU runs the op as p ⊙ log_softmax(x/τ) summed; the CPU's fused kernel must
+    // agree in value and in both gradients.
+    let mut rng = Rng::new(23).stream("soft ce");
+    for (shape, temp) in [(vec![1, 1], 1.0), (vec![7, 5], 0.1), (vec![33, 300], 0.04), (vec![2, 3, 17], 2.0)] {
+        let x = rand_tensor(&shape, -4.0, 4.0, &mut rng).mul_scalar(temp);
+        let p = rand_tensor(&shape, -3.0, 3.0, &mut rng).softmax(-1).unwrap();
+        parity(&format!("soft_cross_entropy {shape:?} tau {temp}"), &[x, p], 2e-6, 2e-5, |t| {
+            t[0].soft_cross_entropy(&t[1], temp)
+        });
+    }
+}
+
 /// `(params, moments)` of a small model after `steps` AdamW updates with fixed random
 /// gradients, on `device`; a clone of the first parameter taken before the first
 /// update must keep its values (the GPU update writes in place).
