@@ -402,6 +402,14 @@ fn soft_cross_entropy_composed(x: &Tensor, p: &Tensor, temp: f32) -> Result<Tens
     Ok(p.mul(&x.mul_scalar(1.0 / temp).log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / rows as f32))
 }
 
+/// The DINO loss exactly as `distill_loss` composed it before the fused op (no scaling
+/// at τ = 1).
+fn soft_cross_entropy_composed_as_before(x: &Tensor, p: &Tensor, temp: f32) -> Result<Tensor> {
+    let rows = x.numel() / x.shape().last().unwrap();
+    let z = if temp != 1.0 { x.mul_scalar(1.0 / temp) } else { x.clone() };
+    Ok(p.mul(&z.log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / rows as f32))
+}
+
 /// Random target rows: a softmax (sums to 1), or, with `normalised` false, that softmax
 /// times weights in [0.5, 2] (rows that do not sum to 1: the op does not assume they
 /// do, and the loss stays of order 1 so that central differences in f32 resolve it).
@@ -486,6 +494,27 @@ fn soft_cross_entropy_parallel_rows_match_the_reference_and_views() {
     let want = soft_cross_entropy64(&xt.t().unwrap().to_vec(), &pt.to_vec(), 9, 0.5);
     assert_close("soft_cross_entropy of a transpose", &got.to_vec(), &[want], 1e-5, 1e-5);
     assert_grads("soft_cross_entropy of a transpose", |v| v[0].t()?.soft_cross_entropy(&v[1], 0.5), &[xt, pt]);
+}
+
+#[test]
+fn soft_cross_entropy_gradients_are_the_bits_of_the_composition() {
+    // The DINO loss was the composition; the fused op must not move a training run by
+    // one rounding (at α = 1e-10 the first gradients are rounding noise that AdamW scales
+    // up), so its gradients in both arguments are those of the composition bit for bit,
+    // at τ = 1 and τ ≠ 1, row tails, and past the parallel threshold.
+    let mut rng = Rng::new(16);
+    for (shape, temp) in
+        [(vec![6, 7], 1.0), (vec![9, 65], 0.1), (vec![3, 4, 33], 3.0), (vec![40, 2000], 1.0), (vec![40, 2000], 0.07)]
+    {
+        let x = rand_tensor(&shape, -4.0, 4.0, &mut rng).mul_scalar(temp);
+        let p = target_rows(&shape, true, &mut rng);
+        let fused = grads_of(|v| v[0].soft_cross_entropy(&v[1], temp), &[x.clone(), p.clone()]);
+        let composed = grads_of(|v| soft_cross_entropy_composed_as_before(&v[0], &v[1], temp), &[x.clone(), p.clone()]);
+        for k in 0..2 {
+            let differ = fused[k].iter().zip(&composed[k]).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{shape:?} tau {temp}: gradient of input {k} differs in {differ} elements");
+        }
+    }
 }
 
 #[test]
