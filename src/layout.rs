@@ -147,6 +147,39 @@ impl Layout {
         self.is_contiguous().then(|| Layout::contiguous_at(to.clone(), self.offset))
     }
 
+    /// Write the elements of this view of `src` to `dst` (`numel` long) in row-major
+    /// order. Rows whose elements are adjacent in `src` are copied whole (a permuted or
+    /// narrowed activation is usually made of such rows), others element by element;
+    /// large views in parallel over fixed chunks of rows.
+    pub fn gather_into(&self, src: &[f32], dst: &mut [f32]) {
+        assert_eq!(dst.len(), self.numel(), "gather_into: output length");
+        if let Some(r) = self.contiguous_range() {
+            dst.copy_from_slice(&src[r]);
+            return;
+        }
+        let dims = self.dims();
+        // Rank 0 is contiguous, so there is a last axis here.
+        let n = dims[dims.len() - 1];
+        if dst.is_empty() {
+            return;
+        }
+        let rows_per_task = crate::cpu::par::rows_for(n, crate::cpu::par::ELEMWISE_CHUNK);
+        crate::cpu::par::for_row_chunks_mut(dst, n, rows_per_task, crate::cpu::par::ELEMWISE_MIN, |r0, chunk| {
+            let rows = r0..r0 + chunk.len() / n;
+            let mut out = chunk.chunks_exact_mut(n);
+            for_each_row_in(dims, &[&self.strides], &[self.offset], rows, |b, len, inner| {
+                let o = out.next().expect("one output row per row");
+                if inner[0] == 1 {
+                    o.copy_from_slice(&src[b[0]..b[0] + len]);
+                } else {
+                    for (k, v) in o.iter_mut().enumerate() {
+                        *v = src[b[0] + k * inner[0]];
+                    }
+                }
+            });
+        });
+    }
+
     /// Call `f(out_index, storage_offset)` for every element in row-major order.
     #[inline]
     pub fn for_each_offset(&self, mut f: impl FnMut(usize, usize)) {

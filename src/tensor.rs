@@ -161,7 +161,7 @@ impl Tensor {
             Some(r) => Cow::Borrowed(&s[r]),
             None => {
                 let mut out = crate::storage::buffer(self.numel());
-                self.layout.for_each_offset(|i, o| out[i] = s[o]);
+                self.layout.gather_into(s, &mut out);
                 Cow::Owned(out)
             }
         }

@@ -278,3 +278,54 @@ fn view_errors() {
     assert_eq!(x.unsqueeze(4).unwrap_err(), Error::Axis { op: "unsqueeze", axis: 4, rank: 4 });
     assert_eq!(x.unsqueeze(-5).unwrap_err(), Error::Axis { op: "unsqueeze", axis: -5, rank: 4 });
 }
+
+#[test]
+fn large_copies_and_narrow_gradients_are_exact_on_any_thread_count() {
+    // Past the parallel threshold (65,536 elements): copies of permuted views (rows of
+    // adjacent elements and fully strided ones) and narrow's gradient scatter, against
+    // multi-index references, bit for bit at 1 and 2 threads.
+    let mut rng = Rng::new(31);
+    let shape = [40usize, 3, 700];
+    let data = values(numel(&shape), &mut rng);
+    let x = Tensor::from_slice(&data, shape).unwrap();
+    let threads = |f: &(dyn Fn() -> Vec<f32> + Sync)| {
+        let one = fixpoint::cpu::par::with_threads(Some(1), f).unwrap();
+        let two = fixpoint::cpu::par::with_threads(Some(2), f).unwrap();
+        assert!(one == two, "1 and 2 threads differ");
+        one
+    };
+    for perm in [[1usize, 0, 2], [2, 0, 1], [0, 2, 1]] {
+        let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+        let got = threads(&|| x.permute(&perm).unwrap().contiguous().to_vec());
+        for (flat, &g) in got.iter().enumerate() {
+            let o = unravel(flat, &out_shape);
+            let mut i = [0usize; 3];
+            for (k, &a) in perm.iter().enumerate() {
+                i[a] = o[k];
+            }
+            assert_eq!(g, data[ravel(&i, &shape)], "permute {perm:?} element {flat}");
+        }
+    }
+    // narrow along each axis: the gradient of Σ narrow(x) ⊙ r is r in the slice, 0 elsewhere.
+    for (axis, start, len) in [(0usize, 5usize, 30usize), (1, 1, 1), (2, 250, 400)] {
+        let mut ns = shape;
+        ns[axis] = len;
+        let r = values(numel(&ns), &mut rng);
+        let got = threads(&|| {
+            let leaf = x.detach().requires_grad_();
+            let rt = Tensor::from_slice(&r, ns).unwrap();
+            leaf.narrow(axis as isize, start, len).unwrap().mul(&rt).unwrap().sum_all().backward().unwrap();
+            leaf.grad().unwrap().to_vec()
+        });
+        for (flat, &g) in got.iter().enumerate() {
+            let mut i = unravel(flat, &shape);
+            let want = if (start..start + len).contains(&i[axis]) {
+                i[axis] -= start;
+                r[ravel(&i, &ns)]
+            } else {
+                0.0
+            };
+            assert_eq!(g, want, "narrow axis {axis} element {flat}");
+        }
+    }
+}
