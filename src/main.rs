@@ -1256,7 +1256,7 @@ impl HarnessHooks {
 impl DinoHooks for HarnessHooks {
     fn on_start(&mut self, i: &RunInfo) {
         if let Some((config, opts)) = self.start.take() {
-            match Run::start("dino", config, 0, opts) {
+            match Run::start("dino", config, i.total_steps as u64, opts) {
                 Ok(run) => self.run = Some(run),
                 Err(e) => self.error = Some(e.to_string()),
             }

@@ -275,6 +275,9 @@ fn cli_dino_out_dir_has_every_harness_file() {
         d,
     ]);
     assert_eq!(code, 0, "stderr: {err}");
+    // 200 images in one batch: one step per epoch, two in all; the progress lines count
+    // against that total (it read "step 2/0 (100%)" before the total was passed on).
+    assert!(err.contains("step 2/2 (100%)") && !err.contains("/0 ("), "progress lines: {err}");
     let line = last_json(&out);
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(line, summary, "summary.json equals the --json line");

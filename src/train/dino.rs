@@ -412,6 +412,8 @@ pub struct RunInfo {
     pub probe_train_size: usize,
     pub probe_test_size: usize,
     pub steps_per_epoch: usize,
+    /// Steps of the whole run (`steps_per_epoch × epochs`): the progress line's total.
+    pub total_steps: usize,
     pub encoder_params: usize,
     pub head_params: usize,
     /// Student elements that differ from the teacher's after interpolation.
@@ -667,6 +669,7 @@ pub fn train_dino(cfg: &DinoConfig, hooks: &mut dyn DinoHooks) -> Result<DinoRep
         probe_train_size: data.probe_train.len(),
         probe_test_size: data.probe_test.len(),
         steps_per_epoch,
+        total_steps: steps_per_epoch * cfg.epochs,
         encoder_params: num_params(&student.encoder),
         head_params: num_params(&student.head),
         student_differs: differs,
