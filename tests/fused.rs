@@ -576,6 +576,12 @@ fn soft_cross_entropy_bad_inputs_give_typed_errors() {
         e0.soft_cross_entropy(&e0, 1.0).unwrap_err(),
         Error::Empty { op: "soft_cross_entropy", shape: s(&[3, 0]) }
     );
+    // No rows: the mean over nothing.
+    let r0 = Tensor::zeros([0, 5]);
+    assert_eq!(
+        r0.soft_cross_entropy(&r0, 1.0).unwrap_err(),
+        Error::Empty { op: "soft_cross_entropy", shape: s(&[0, 5]) }
+    );
     let scalar = Tensor::scalar(1.0);
     assert!(matches!(scalar.soft_cross_entropy(&scalar, 1.0), Err(Error::Axis { op: "soft_cross_entropy", .. })));
 }

@@ -251,10 +251,19 @@ fn large_products_split_across_threads() {
 fn short_wide_products_split_over_columns_give_the_same_bits_on_any_thread_count() {
     // Above the parallel size, split over column blocks (one per thread) when that packs
     // less than row blocks: n ≥ 4m, and m < n < 4m at batch 128, and a taller product
-    // whose choice depends on the thread count; the last case is split by rows. Rhs
+    // whose choice depends on the thread count, one split by rows, and rows that would
+    // make a single task (split by columns). Rhs
     // row-major and transposed, as in a linear layer's forward and input gradient.
     let mut rng = Rng::new(6);
-    for (m, k, n) in [(40, 60, 1000), (33, 70, 1001), (128, 64, 520), (128, 300, 260), (300, 40, 400), (300, 80, 100)] {
+    for (m, k, n) in [
+        (40, 60, 1000),
+        (33, 70, 1001),
+        (128, 64, 520),
+        (128, 300, 260),
+        (300, 40, 400),
+        (300, 80, 100),
+        (64, 400, 100),
+    ] {
         let (da, db) = (values(m * k, &mut rng), values(k * n, &mut rng));
         let a = Tensor::from_slice(&da, [m, k]).unwrap();
         let b = Tensor::from_slice(&db, [k, n]).unwrap();

@@ -626,14 +626,16 @@ impl Tensor {
     /// `-(1/R) Σ_r Σ_k p_rk log_softmax(x_r/τ)_k` for logits `x = self` and
     /// probabilities `p` of the same shape `[.., C]` (classes last, `R` rows). The DINO
     /// distillation loss. Fused: no temporaries, two passes per row forward and three
-    /// backward; the gradients are those of the composition `p ⊙ log_softmax(x/τ)`
+    /// backward (four with the targets' gradient); the gradients are those of the
+    /// composition `p ⊙ log_softmax(x/τ)`
     /// summed, bit for bit (see [`soft_cross_entropy_backward_row`]). At 128×4096 in
     /// the MLP distillation step: 1.1 ms forward and backward, against 1.65 ms for the
     /// five ops of the composition. Differentiable in both arguments; on the GPU it runs
     /// as that composition.
     ///
     /// Errors: shapes that differ are `ShapeMismatch`; `τ` not finite and > 0 is
-    /// `InvalidArgument`; `C = 0` is `Empty`; rank 0 is `Axis`.
+    /// `InvalidArgument`; `C = 0`, or no rows (a mean over nothing), is `Empty`; rank 0
+    /// is `Axis`.
     pub fn soft_cross_entropy(&self, probs: &Tensor, temp: f32) -> Result<Tensor> {
         let _p = crate::profile::fwd("soft_cross_entropy");
         const OP: &str = "soft_cross_entropy";
@@ -649,6 +651,9 @@ impl Tensor {
         }
         let inv = 1.0 / temp;
         let rows = self.numel() / c;
+        if rows == 0 {
+            return Err(Error::Empty { op: OP, shape: self.shape_obj().clone() });
+        }
         if Tensor::common_device(OP, &[self, probs])? == crate::Device::Gpu {
             let z = if temp != 1.0 { self.mul_scalar(inv) } else { self.clone() };
             return Ok(probs.mul(&z.log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / rows as f32));

@@ -110,12 +110,14 @@ pub fn gemm_dense(a: MatRef, b: MatRef, c: &mut [f32], accum: Accum) {
         return;
     }
     let rows = gemm_rows_per_task(m);
-    // Every row task packs all of `b` (k×n), every column task all of `a` (m×k): split
-    // the way that packs less. At batch 128 that is by columns for any n > 128. (This
-    // rule replaced `n ≥ 4m`; in one run of the MLP student's step, its 4096→256 input
-    // gradient went from 3.2 to 2.6 ms and its 2048×2048 weight gradient from 6.5 to
-    // 5.3 ms.)
-    if threads * m < m.div_ceil(rows) * n {
+    let row_tasks = m.div_ceil(rows);
+    // Every row task packs all of `b` (k×n), every column task all of `a` (m×k). Split
+    // by columns when the product is short and wide (n ≥ 4m), when that packs less
+    // (`threads·m < row_tasks·n`: at 2 threads and batch 128, any n > 128), or when the
+    // rows would make one task. (The packing clause was added to `n ≥ 4m`: in one run
+    // of the MLP student's step at 2 threads, its 4096→256 input gradient went from 3.2
+    // to 2.6 ms and its 2048×2048 weight gradient from 6.5 to 5.3 ms.)
+    if n >= 4 * m || threads * m < row_tasks * n || (row_tasks == 1 && n >= 32) {
         // Column blocks, one per thread, a multiple of the micro-kernel's widths.
         let width = n.div_ceil(threads).next_multiple_of(16);
         assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: lhs out of bounds");
