@@ -359,12 +359,17 @@ fn cross_entropy_all_ignored_is_zero() {
     assert_eq!(empty.cross_entropy(&[], CrossEntropyOpts::default()).unwrap().item().unwrap(), 0.0);
 }
 
+/// Logits of ±1e4 (a fair coin each) plus noise in [-3, 3]: every row mixes entries 2e4
+/// apart, where a softmax that does not shift by the maximum overflows.
+fn logits_near_pm_1e4(len: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len).map(|_| if rng.bernoulli(0.5) { 1e4 } else { -1e4 } + rng.range(-3.0, 3.0)).collect()
+}
+
 #[test]
 fn cross_entropy_large_logits_stay_finite() {
     let mut rng = Rng::new(6);
     let (n, c) = (8, 33);
-    let data: Vec<f32> =
-        (0..n * c).map(|_| if rng.bernoulli(0.5) { 1e4 } else { -1e4 } + rng.range(-3.0, 3.0)).collect();
+    let data = logits_near_pm_1e4(n * c, &mut rng);
     let x = Tensor::from_vec(data.clone(), [n, c]).unwrap();
     // Targets on the low logits, so the per-row loss is about 2e4.
     let targets: Vec<usize> =
@@ -540,8 +545,7 @@ fn soft_cross_entropy_gradient_of_the_targets_alone() {
 fn soft_cross_entropy_large_logits_stay_finite() {
     let mut rng = Rng::new(14);
     let (n, c) = (8, 33);
-    let data: Vec<f32> =
-        (0..n * c).map(|_| if rng.bernoulli(0.5) { 1e4 } else { -1e4 } + rng.range(-3.0, 3.0)).collect();
+    let data = logits_near_pm_1e4(n * c, &mut rng);
     let x = Tensor::from_vec(data.clone(), [n, c]).unwrap();
     let p = target_rows(&[n, c], true, &mut rng);
     for temp in [1.0, 0.1] {

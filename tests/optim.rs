@@ -3,23 +3,13 @@
 
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed by parameter number
 
-use fixpoint::nn::Module;
 use fixpoint::optim::{
     AdamW, AdamWConfig, LrSchedule, Optimizer, ParamGroup, Sgd, SgdConfig, clip_grad_norm, zero_grad,
 };
 use fixpoint::{Error, Rng, Tensor};
 
-/// A bag of named leaf parameters.
-struct Bag(Vec<(String, Tensor)>);
-
-impl Module for Bag {
-    fn params(&self) -> Vec<(String, &Tensor)> {
-        self.0.iter().map(|(n, t)| (n.clone(), t)).collect()
-    }
-    fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        self.0.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
-    }
-}
+mod common;
+use common::Bag;
 
 fn bag(rng: &mut Rng, spec: &[(&str, usize)]) -> Bag {
     Bag(spec

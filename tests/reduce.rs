@@ -347,17 +347,7 @@ fn parallel_all_finite_over_many_slices_on_any_thread_count() {
 
 #[test]
 fn the_guard_names_the_first_non_finite_value_or_gradient() {
-    use fixpoint::nn::Module;
     use fixpoint::train::guard::first_non_finite;
-    struct Bag(Vec<(String, Tensor)>);
-    impl Module for Bag {
-        fn params(&self) -> Vec<(String, &Tensor)> {
-            self.0.iter().map(|(n, t)| (n.clone(), t)).collect()
-        }
-        fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-            self.0.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
-        }
-    }
     let mut rng = Rng::new(22);
     // Bad entries as (parameter index, element index).
     let mut make = |bad_value: Option<(usize, usize)>, bad_grad: Option<(usize, usize)>| {

@@ -11,6 +11,18 @@ pub fn rand_tensor(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng) -> Tensor {
     Tensor::from_vec((0..n).map(|_| rng.range(lo, hi)).collect(), shape).unwrap()
 }
 
+/// A bag of named leaf parameters: a `Module` for optimiser and guard tests.
+pub struct Bag(pub Vec<(String, Tensor)>);
+
+impl fixpoint::nn::Module for Bag {
+    fn params(&self) -> Vec<(String, &Tensor)> {
+        self.0.iter().map(|(n, t)| (n.clone(), t)).collect()
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.0.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
+    }
+}
+
 /// Element-wise `|got - want| <= atol + rtol * |want|`, with a message naming the index.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
