@@ -510,9 +510,9 @@ impl Tensor {
 /// Per row of logits `x` and target probabilities `p` (length `c`), with `z = x·inv`
 /// (`inv = 1/τ`): the loss `-Σ p_k log_softmax(z)_k = -(Σ p_k (z_k - m) - ls·Σ p_k)`
 /// from the row's maximum `m` of `z` and `ls = log Σ exp(z - m)`. Returns
-/// `(loss, m, ls, Σ p)`; `m` and `ls` are what backward needs, bit for bit those of
+/// `(loss, m, ls)`; `m` and `ls` are what backward needs, bit for bit those of
 /// `log_softmax(x·inv)` ([`row_max_log_sum`] of the rounded `z`).
-pub fn soft_cross_entropy_row(x: &[f32], p: &[f32], inv: f32) -> [f32; 4] {
+pub fn soft_cross_entropy_row(x: &[f32], p: &[f32], inv: f32) -> [f32; 3] {
     debug_assert_eq!(x.len(), p.len());
     // inv > 0, so fl(inv·max x) is the maximum of the rounded fl(inv·x_k).
     let m = row_max(x) * inv;
@@ -535,7 +535,7 @@ pub fn soft_cross_entropy_row(x: &[f32], p: &[f32], inv: f32) -> [f32; 4] {
         ps += pv;
     }
     let ls = se.ln();
-    [-(dot - ls * ps), m, ls, ps]
+    [-(dot - ls * ps), m, ls]
 }
 
 /// Backward of [`soft_cross_entropy_row`], `neg_w` being the loss's gradient times
@@ -550,7 +550,7 @@ pub fn soft_cross_entropy_row(x: &[f32], p: &[f32], inv: f32) -> [f32; 4] {
 pub fn soft_cross_entropy_backward_row(
     x: &[f32],
     p: &[f32],
-    [m, ls, _]: [f32; 3],
+    [m, ls]: [f32; 2],
     inv: f32,
     neg_w: f32,
     dx: &mut [f32],
@@ -574,8 +574,8 @@ pub fn soft_cross_entropy_backward_row(
 struct SoftCrossEntropyBackward {
     logits: Tensor,
     probs: Tensor,
-    /// Per row: the maximum of `x/τ`, `log Σ exp(x/τ - max)` and `Σ p`.
-    stats: Vec<[f32; 3]>,
+    /// Per row: the maximum of `x/τ` and `log Σ exp(x/τ - max)`.
+    stats: Vec<[f32; 2]>,
     inv: f32,
 }
 
@@ -659,9 +659,9 @@ impl Tensor {
             return Ok(probs.mul(&z.log_softmax(-1)?)?.sum_all().mul_scalar(-1.0 / rows as f32));
         }
         let (x, p) = (self.contiguous_data(), probs.contiguous_data());
-        let mut out = vec![[0.0f32; 4]; rows];
+        let mut out = vec![[0.0f32; 3]; rows];
         let rpt = rows_per_task(c);
-        let stats = |r0: usize, o: &mut [[f32; 4]]| {
+        let stats = |r0: usize, o: &mut [[f32; 3]]| {
             for (j, o) in o.iter_mut().enumerate() {
                 let r = (r0 + j) * c..(r0 + j + 1) * c;
                 *o = soft_cross_entropy_row(&x[r.clone()], &p[r], inv);
@@ -675,7 +675,7 @@ impl Tensor {
         }
         drop((x, p));
         let loss = out.iter().map(|o| o[0] as f64).sum::<f64>() / rows as f64;
-        let stats: Vec<[f32; 3]> = out.iter().map(|o| [o[1], o[2], o[3]]).collect();
+        let stats: Vec<[f32; 2]> = out.iter().map(|o| [o[1], o[2]]).collect();
         Ok(Tensor::from_op(vec![loss as f32], Shape(vec![]), &[self, probs], || SoftCrossEntropyBackward {
             logits: self.detach(),
             probs: probs.detach(),
