@@ -196,6 +196,47 @@ fn adamw_rejects_bad_hyperparameters() {
     assert!(opt.step(&mut m, f32::NAN).is_err());
 }
 
+#[test]
+fn adamw_reports_a_value_its_update_makes_non_finite() {
+    // "p" is large enough for the parallel chunked update, "q" takes the serial one.
+    for threads in [1, 2] {
+        for (bad, at) in [("p", 99_999usize), ("q", 3)] {
+            fixpoint::cpu::par::with_threads(Some(threads), || {
+                let mut rng = Rng::new(9);
+                let mut m = bag(&mut rng, &[("p", 100_000), ("q", 5)]);
+                let cfg = AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() };
+                let mut opt = AdamW::new(cfg).unwrap();
+                assert!(!opt.wrote_finite_values(), "nothing written before the first step");
+                set_random_grads(&m, &mut rng);
+                opt.step(&mut m, 0.01).unwrap();
+                assert!(opt.wrote_finite_values(), "a healthy step checked what it wrote");
+                // f32::MAX pushed up by a step of about 5e37 (lr 1e37 over 1 - 0.9²)
+                // overflows; the other values move by at most a few times that.
+                let k = m.0.iter().position(|(n, _)| n == bad).unwrap();
+                let (_, t) = &mut m.0[k];
+                let mut v = t.to_vec();
+                v[at] = f32::MAX;
+                *t = Tensor::from_vec(v, t.shape()).unwrap().requires_grad_();
+                set_random_grads(&m, &mut rng);
+                let (_, t) = &m.0[k];
+                let mut g = t.grad().unwrap().to_vec();
+                g[at] = -1e6; // outweighs the first step's moment, so the step is upward
+                t.set_grad(Some(Tensor::from_vec(g, t.shape()).unwrap())).unwrap();
+                match opt.step(&mut m, 1e37) {
+                    Err(Error::Diverged { param: Some(p), .. }) => assert_eq!(p, format!("{bad} (value)")),
+                    other => panic!("{threads} threads, {bad}[{at}]: expected Diverged, got {other:?}"),
+                }
+                assert!(!opt.wrote_finite_values());
+                // A loaded state was not checked by this optimiser.
+                let mut fresh = AdamW::new(AdamWConfig::default()).unwrap();
+                fresh.load_state_tensors(&opt.state_tensors()).unwrap();
+                assert!(!fresh.wrote_finite_values());
+            })
+            .unwrap();
+        }
+    }
+}
+
 // ----- SGD -------------------------------------------------------------------------------
 
 fn sgd_ref(p: &mut [f64], g: &[f64], buf: &mut Option<Vec<f64>>, lr: f64, cfg: (f64, f64, bool, f64)) {

@@ -346,6 +346,40 @@ fn parallel_all_finite_over_many_slices_on_any_thread_count() {
 }
 
 #[test]
+fn the_guard_without_values_still_names_bad_gradients_and_explains_a_bad_loss() {
+    use fixpoint::Error;
+    use fixpoint::train::guard::check_step_with;
+    let param = |name: &str, v: Vec<f32>, g: Vec<f32>| {
+        let n = v.len();
+        let t = Tensor::from_vec(v, [n]).unwrap().requires_grad_();
+        t.set_grad(Some(Tensor::from_vec(g, [n]).unwrap())).unwrap();
+        (name.to_string(), t)
+    };
+    let n = 70_000;
+    let ones = vec![1.0f32; n];
+    let mut nan_at = ones.clone();
+    nan_at[n - 1] = f32::NAN;
+    // A bad gradient is found whether or not the values are read.
+    let bag = Bag(vec![param("a", ones.clone(), ones.clone()), param("b", ones.clone(), nan_at.clone())]);
+    for values in [true, false] {
+        match check_step_with(3, 0.5, &bag, values) {
+            Err(Error::Diverged { step: 3, param: Some(p), .. }) => assert_eq!(p, "b (gradient)"),
+            other => panic!("values={values}: expected Diverged at b, got {other:?}"),
+        }
+    }
+    // A bad value: found when values are read; skipped (trusted) when not, unless the
+    // loss is bad, in which case everything is scanned to name it.
+    let bag = Bag(vec![param("a", ones.clone(), ones.clone()), param("b", nan_at, ones)]);
+    assert!(
+        matches!(check_step_with(4, 0.5, &bag, true), Err(Error::Diverged { param: Some(p), .. }) if p == "b (value)")
+    );
+    assert!(check_step_with(4, 0.5, &bag, false).is_ok());
+    assert!(
+        matches!(check_step_with(4, f32::NAN, &bag, false), Err(Error::Diverged { param: Some(p), .. }) if p == "b (value)")
+    );
+}
+
+#[test]
 fn the_guard_names_the_first_non_finite_value_or_gradient() {
     use fixpoint::train::guard::first_non_finite;
     let mut rng = Rng::new(22);

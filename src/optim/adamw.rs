@@ -58,6 +58,9 @@ pub struct AdamW {
     cfg: AdamWConfig,
     groups: Groups,
     state: BTreeMap<String, Slot>,
+    /// The last step updated every parameter on the CPU and checked each value it
+    /// wrote ([`Optimizer::wrote_finite_values`]).
+    wrote_finite: bool,
 }
 
 impl AdamW {
@@ -78,7 +81,7 @@ impl AdamW {
                 message: format!("need betas in [0, 1), eps >= 0 and weight_decay >= 0, got {cfg:?}"),
             });
         }
-        Ok(AdamW { cfg, groups: Groups::new("AdamW::new", groups)?, state: BTreeMap::new() })
+        Ok(AdamW { cfg, groups: Groups::new("AdamW::new", groups)?, state: BTreeMap::new(), wrote_finite: false })
     }
     pub fn config(&self) -> AdamWConfig {
         self.cfg
@@ -95,6 +98,8 @@ impl Optimizer for AdamW {
         self.groups.check_names("AdamW::step", &names)?;
         let AdamWConfig { beta1: b1, beta2: b2, eps, weight_decay } = self.cfg;
         let _ng = crate::autograd::NoGradGuard::new();
+        self.wrote_finite = false;
+        let mut all_checked = true;
         for (name, p) in params.iter_mut() {
             let Some(g) = grad_tensor_of("AdamW::step (param vs grad)", p)? else { continue };
             let n = g.numel();
@@ -120,6 +125,7 @@ impl Optimizer for AdamW {
             let decay = 1.0 - eta * wd;
             if p.device() != crate::Device::Cpu {
                 gpu_step(p, &g, slot, [decay, b1, b2, step_size, bc2_sqrt, eps])?;
+                all_checked = false;
                 continue;
             }
             if slot.device.is_some() {
@@ -138,21 +144,41 @@ impl Optimizer for AdamW {
                 }
             };
             // Elementwise, so any split gives the same bits; large tensors in parallel.
+            // Each chunk's new values are checked while they are still in cache, which
+            // costs next to nothing here and spares the guard a pass over memory.
+            let mut finite = true;
             p.update_data(|d| {
                 use rayon::prelude::*;
                 const CH: usize = crate::cpu::par::ELEMWISE_CHUNK;
-                if d.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
+                let update_checked = |d: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
+                    update(d, m, v, g);
+                    crate::cpu::simd::all_finite(d)
+                };
+                finite = if d.len() >= crate::cpu::par::ELEMWISE_MIN && crate::cpu::par::threads() > 1 {
                     d.par_chunks_mut(CH)
                         .zip(m.par_chunks_mut(CH))
                         .zip(v.par_chunks_mut(CH))
                         .zip(g.par_chunks(CH))
-                        .for_each(|(((d, m), v), g)| update(d, m, v, g));
+                        .map(|(((d, m), v), g)| update_checked(d, m, v, g))
+                        .reduce(|| true, |a, b| a && b)
                 } else {
-                    update(d, m, v, &g);
-                }
+                    update_checked(d, m, v, &g)
+                };
             });
+            if !finite {
+                return Err(Error::Diverged {
+                    step: slot.step,
+                    what: "the AdamW update made a value not finite".to_string(),
+                    param: Some(format!("{name} (value)")),
+                });
+            }
         }
+        self.wrote_finite = all_checked;
         Ok(())
+    }
+
+    fn wrote_finite_values(&self) -> bool {
+        self.wrote_finite
     }
 
     fn state_tensors(&self) -> Vec<(String, Tensor)> {
@@ -187,6 +213,7 @@ impl Optimizer for AdamW {
             new.insert(param, Slot { exp_avg: m.to_vec(), exp_avg_sq: v.to_vec(), step: t as u64, device: None });
         }
         self.state = new;
+        self.wrote_finite = false;
         Ok(())
     }
 }

@@ -2,6 +2,11 @@
 //! optimiser step, a NaN or infinite loss or gradient stops the run with
 //! [`Error::Diverged`] naming the step and the first parameter affected. The step is
 //! not applied and no checkpoint is written, so the last good checkpoint stays intact.
+//!
+//! Parameter values are checked here too, except in a loop whose optimiser checked
+//! every value it wrote ([`check_step_with`]; the DINO loop with AdamW). There an
+//! update that overflows a value fails inside `AdamW::step` with the same error, once
+//! that update was written: the run stops at the same step and saves nothing.
 
 use crate::error::{Error, Result};
 use crate::nn::Module;
@@ -10,6 +15,12 @@ use crate::run::faults;
 /// The first parameter of `model` (in its order) whose value or gradient is not finite,
 /// and which of the two.
 pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
+    first_non_finite_with(model, true)
+}
+
+/// [`first_non_finite`], reading the values only if `values` (the gradients always).
+/// Whenever something is not finite, every value and gradient is scanned to name it.
+fn first_non_finite_with(model: &dyn Module, values: bool) -> Option<(String, &'static str)> {
     if model.params().iter().any(|(_, p)| p.device() != crate::Device::Cpu) {
         return first_non_finite_on_device(model);
     }
@@ -21,6 +32,7 @@ pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
         // 60 ms MLP distillation step).
         let data: Vec<std::borrow::Cow<'_, [f32]>> = params
             .iter()
+            .filter(|_| values)
             .map(|(_, p)| p.contiguous_data())
             .chain(grads.iter().flatten().map(|g| g.contiguous_data()))
             .collect();
@@ -46,6 +58,16 @@ pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
 /// value and gradient must be finite. Applies the injected `nan-loss` / `nan-grad`
 /// faults of [`faults`] first.
 pub fn check_step(step: u64, loss: f32, model: &dyn Module) -> Result<()> {
+    check_step_with(step, loss, model, true)
+}
+
+/// [`check_step`] that reads the parameter values only if `values`. Pass `false` only
+/// when the optimiser checked every value it last wrote
+/// ([`crate::optim::Optimizer::wrote_finite_values`]) and nothing else wrote them
+/// since: each value is then checked once, where it is written, and a healthy step
+/// reads only the gradients (1.3 instead of 2.6 ms of the MLP distillation step at 2
+/// threads). A failure still names the first bad value or gradient.
+pub fn check_step_with(step: u64, loss: f32, model: &dyn Module, values: bool) -> Result<()> {
     let loss = if faults::armed("nan-loss", step) { f32::NAN } else { loss };
     if faults::armed("nan-grad", step)
         && let Some((_, p)) = model.params().into_iter().next()
@@ -53,7 +75,7 @@ pub fn check_step(step: u64, loss: f32, model: &dyn Module) -> Result<()> {
         let g = crate::Tensor::full(p.shape().to_vec(), f32::NAN).to_device(p.device())?;
         p.set_grad(Some(g))?;
     }
-    let bad = first_non_finite(model);
+    let bad = first_non_finite_with(model, values || !loss.is_finite());
     if !loss.is_finite() {
         return Err(Error::Diverged {
             step,
