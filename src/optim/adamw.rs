@@ -53,6 +53,11 @@ impl Slot {
 /// ```
 ///
 /// State slots per parameter: `exp_avg`, `exp_avg_sq`, `step` (a scalar, exact up to 2²⁴).
+///
+/// Every value a step writes is checked: an update that makes one non-finite fails with
+/// [`Error::Diverged`] naming the parameter (its `step` is that parameter's update
+/// count). The parameters and moments updated before it keep their new values, so a
+/// caller stops the run there, as after a failed guard.
 #[derive(Clone, Debug)]
 pub struct AdamW {
     cfg: AdamWConfig,
@@ -162,7 +167,9 @@ impl Optimizer for AdamW {
                         .map(|(((d, m), v), g)| update_checked(d, m, v, g))
                         .reduce(|| true, |a, b| a && b)
                 } else {
-                    update_checked(d, m, v, &g)
+                    // The same chunks serially: each is checked while it is in cache.
+                    let chunks = d.chunks_mut(CH).zip(m.chunks_mut(CH)).zip(v.chunks_mut(CH)).zip(g.chunks(CH));
+                    chunks.fold(true, |ok, (((d, m), v), g)| update_checked(d, m, v, g) && ok)
                 };
             });
             if !finite {

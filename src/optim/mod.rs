@@ -36,12 +36,13 @@ pub trait Optimizer {
     fn state_tensors(&self) -> Vec<(String, Tensor)>;
     /// Replace the state with one produced by [`Optimizer::state_tensors`].
     fn load_state_tensors(&mut self, state: &[(String, Tensor)]) -> Result<()>;
-    /// Whether the last [`Optimizer::step`] checked every value it wrote and found it
-    /// finite (an update that makes a value non-finite fails with
-    /// [`Error::Diverged`]). A training loop may then skip re-reading the values in
-    /// its divergence guard, as long as nothing else wrote them since
-    /// ([`crate::train::guard::check_step_with`]). False before the first step, after
-    /// loading a state, and for optimisers that do not check.
+    /// Whether the last [`Optimizer::step`] succeeded and checked every value it wrote
+    /// (an update that makes a value non-finite fails with [`Error::Diverged`]). A
+    /// training loop may then skip re-reading the values in its divergence guard, as
+    /// long as nothing else wrote them since ([`crate::train::guard::check_step_after`]).
+    /// False before the first step, after a failed step, after loading a state, when a
+    /// parameter lives on the GPU (its update is not checked), and for optimisers that
+    /// do not check.
     fn wrote_finite_values(&self) -> bool {
         false
     }

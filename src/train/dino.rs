@@ -603,9 +603,13 @@ fn distill_step(
     drop(loss);
     // Values the last AdamW step wrote were checked there; nothing else writes the
     // student between steps.
-    super::guard::check_step_with(step, l, &*student, !opt.wrote_finite_values())?;
+    super::guard::check_step_after(step, l, &*student, &*opt)?;
     let t_opt = Instant::now();
-    opt.step(student, lr)?;
+    // AdamW counts its own steps per parameter; report the loop's.
+    opt.step(student, lr).map_err(|e| match e {
+        Error::Diverged { what, param, .. } => Error::Diverged { step, what, param },
+        e => e,
+    })?;
     let opt_s = t_opt.elapsed().as_secs_f64();
     if let Some(c) = center {
         c.update(t_logits)?;

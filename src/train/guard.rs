@@ -3,10 +3,11 @@
 //! [`Error::Diverged`] naming the step and the first parameter affected. The step is
 //! not applied and no checkpoint is written, so the last good checkpoint stays intact.
 //!
-//! Parameter values are checked here too, except in a loop whose optimiser checked
-//! every value it wrote ([`check_step_with`]; the DINO loop with AdamW). There an
-//! update that overflows a value fails inside `AdamW::step` with the same error, once
-//! that update was written: the run stops at the same step and saves nothing.
+//! Parameter values are checked here too, except after a step whose optimiser checked
+//! every value it wrote ([`check_step_after`]; the DINO loop with AdamW). There an
+//! update that overflows a value fails inside `AdamW::step` with
+//! [`Error::Diverged`] naming it: the run stops at that step (the old guard stopped at
+//! the next one) and saves nothing, though the in-memory model is partly updated.
 
 use crate::error::{Error, Result};
 use crate::nn::Module;
@@ -18,8 +19,9 @@ pub fn first_non_finite(model: &dyn Module) -> Option<(String, &'static str)> {
     first_non_finite_with(model, true)
 }
 
-/// [`first_non_finite`], reading the values only if `values` (the gradients always).
-/// Whenever something is not finite, every value and gradient is scanned to name it.
+/// [`first_non_finite`], reading the values only if `values` (the gradients always; a
+/// model on the GPU always has both summed on the device). Whenever something is not
+/// finite, every value and gradient is scanned to name it.
 fn first_non_finite_with(model: &dyn Module, values: bool) -> Option<(String, &'static str)> {
     if model.params().iter().any(|(_, p)| p.device() != crate::Device::Cpu) {
         return first_non_finite_on_device(model);
@@ -91,6 +93,14 @@ pub fn check_step_with(step: u64, loss: f32, model: &dyn Module, values: bool) -
         }),
         None => Ok(()),
     }
+}
+
+/// [`check_step_with`] for a loop whose parameters only `opt` writes: the values are
+/// read unless `opt`'s last step checked every value it wrote
+/// ([`crate::optim::Optimizer::wrote_finite_values`]), so the first step of a process,
+/// fresh or resumed, reads them.
+pub fn check_step_after(step: u64, loss: f32, model: &dyn Module, opt: &dyn crate::optim::Optimizer) -> Result<()> {
+    check_step_with(step, loss, model, !opt.wrote_finite_values())
 }
 
 /// [`first_non_finite`] for a model on the GPU without reading tensors back: `Σ|x|` of
