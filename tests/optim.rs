@@ -21,6 +21,13 @@ fn bag(rng: &mut Rng, spec: &[(&str, usize)]) -> Bag {
         .collect())
 }
 
+/// Replace parameter `t` by a fresh leaf with element `at` set to `x`.
+fn set_value(t: &mut Tensor, at: usize, x: f32) {
+    let mut v = t.to_vec();
+    v[at] = x;
+    *t = Tensor::from_vec(v, t.shape()).unwrap().requires_grad_();
+}
+
 fn values(m: &Bag) -> Vec<Vec<f64>> {
     m.0.iter().map(|(_, t)| t.to_vec().into_iter().map(f64::from).collect()).collect()
 }
@@ -211,12 +218,9 @@ fn adamw_reports_a_value_its_update_makes_non_finite() {
                 opt.step(&mut m, 0.01).unwrap();
                 assert!(opt.wrote_finite_values(), "a healthy step checked what it wrote");
                 // f32::MAX pushed up by a step of about 5e37 (lr 1e37 over 1 - 0.9²)
-                // overflows; the other values move by at most a few times that.
+                // overflows; the other values move by less than that.
                 let k = m.0.iter().position(|(n, _)| n == bad).unwrap();
-                let (_, t) = &mut m.0[k];
-                let mut v = t.to_vec();
-                v[at] = f32::MAX;
-                *t = Tensor::from_vec(v, t.shape()).unwrap().requires_grad_();
+                set_value(&mut m.0[k].1, at, f32::MAX);
                 set_random_grads(&m, &mut rng);
                 let (_, t) = &m.0[k];
                 let mut g = t.grad().unwrap().to_vec();
@@ -239,12 +243,7 @@ fn the_guard_reads_values_until_adamw_has_checked_them() {
     let mut rng = Rng::new(10);
     let mut m = bag(&mut rng, &[("p", 70_000), ("q", 5)]);
     let mut opt = AdamW::new(AdamWConfig::default()).unwrap();
-    let poison = |m: &mut Bag| {
-        let (_, t) = &mut m.0[1];
-        let mut v = t.to_vec();
-        v[2] = f32::NAN;
-        *t = Tensor::from_vec(v, t.shape()).unwrap().requires_grad_();
-    };
+    let poison = |m: &mut Bag| set_value(&mut m.0[1].1, 2, f32::NAN);
     let clean = values(&m);
     // First step of a process: the values are read, so a bad one stops the run.
     poison(&mut m);
